@@ -1,30 +1,14 @@
-"""Checkers for the book's exercises: each tells a right answer from the common wrong ones.
-
-A checker runs the reader's function on inputs where the usual mistakes give different numbers,
-compares with the reference implementation, and returns a :class:`CheckResult` whose message says
-what is wrong (not just "wrong").
-"""
+"""Part 1 checker: Exercise 1, a mean-pooled, normalised bi-encoder."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["CheckResult", "check_bi_encoder", "EXERCISE_1_SENTENCES"]
+from .common import CheckResult
 
-
-@dataclass
-class CheckResult:
-    passed: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __repr__(self) -> str:
-        return ("PASSED: " if self.passed else "NOT YET: ") + self.message
+__all__ = ["check_bi_encoder", "EXERCISE_1_SENTENCES"]
 
 
 # Sentences of very different lengths, so that padding changes the result of a careless mean.
@@ -40,7 +24,7 @@ EXERCISE_1_SENTENCES = [
 
 def _pooled_variants(model, sentences: list[str]) -> dict[str, np.ndarray]:
     """Outputs of the right answer and of the common mistakes, for diagnosis."""
-    from .models import pool
+    from ..models import pool
 
     with torch.no_grad():
         batch = model.tokenize(sentences)
@@ -64,7 +48,7 @@ def check_bi_encoder(encode_fn: Callable[[list[str]], object], model=None, atol:
     The reader's function gets a batch of sentences of different lengths (so padding matters) and
     must return an array or tensor [N, 384] equal (to ``atol``) to the reference bi-encoder.
     """
-    from .models import load_model
+    from ..models import load_model
 
     model = model or load_model()
     sentences = EXERCISE_1_SENTENCES
