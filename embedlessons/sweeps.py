@@ -1,0 +1,294 @@
+"""Small, repeatable training experiments for Part 2 (sections 2.1, 2.3, 2.4).
+
+A *sweep* trains the same small model several times, changing one setting (batch size, temperature,
+the loss's direction...), and compares the trained models on held-out data. To fit many runs into a
+notebook that executes in one to two minutes on a CPU, every run here uses:
+
+- a small BERT trained from random initialisation (:func:`sweep_model`: 2 layers, 64 wide, MiniLM's
+  tokenizer; ``embedlessons.models.small_bert``),
+- SNLI entailment pairs (premise -> entailed hypothesis, Bowman et al. 2015): the ``snli_dev`` split
+  for training and ``snli_test`` for held-out checks (:func:`snli_pairs`),
+- the trainer of :mod:`embedlessons.training` with its run cache, so a second execution (and the book
+  build) reuses the trained weights,
+- STS-B test Spearman (Cer et al. 2017) as the quality measure (:func:`stsb_evaluator`).
+
+The other helpers measure what the notebooks plot: cosines of matching vs non-matching held-out pairs
+(:func:`pair_cosines`, :func:`auc`), retrieval in both directions (:func:`pair_retrieval_accuracy`), the
+loss of gradient accumulation (:func:`accumulated_in_batch_loss`), duplicate texts in batches
+(:func:`duplicate_rows`; ``embedlessons.training.count_duplicate_batches`` counts the batches that have
+one) and what a temperature does to the softmax (:func:`softmax_entropy`, :func:`hardest_negative_share`).
+
+The notebooks that use this module call ``torch.set_num_threads(1)``: the model is tiny, and on a
+shared machine one thread avoids the slowdown of oversubscribed threads.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SWEEP_MODEL", "SWEEP_MAX_LENGTH", "snli_pairs", "sweep_model", "stsb_evaluator", "SweepRun",
+           "train_small", "pair_cosines", "pair_retrieval_accuracy", "auc", "accumulated_in_batch_loss",
+           "duplicate_rows", "sequential_batches", "random_batches", "softmax_entropy", "hardest_negative_share"]
+
+#: Architecture of the sweep model (``small_bert`` arguments): ~2.1M parameters, 1.95M of them the embedding table.
+SWEEP_MODEL = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=256)
+#: Token limit for SNLI sentences in training (SNLI premises average ~16 tokens, hypotheses ~9).
+SWEEP_MAX_LENGTH = 32
+
+
+# ----------------------------------------------------------------------------------------------- data, model
+@functools.lru_cache(maxsize=4)
+def _snli_columns(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from .data import load_nli_pairs
+
+    nli = load_nli_pairs("snli", split)
+    keep = [i for i, label in enumerate(nli.labels) if label == "entailment"]
+    return tuple(nli.premises[i] for i in keep), tuple(nli.hypotheses[i] for i in keep)
+
+
+def snli_pairs(split: str = "snli_dev"):
+    """SNLI (premise, entailed hypothesis) pairs of one split as a :class:`~embedlessons.training.PairDataset`.
+
+    Args:
+        split: ``"snli_dev"`` (3,329 pairs; the training data of Part 2's sweeps) or ``"snli_test"``
+            (3,368 pairs; held out).
+    """
+    from .training import PairDataset
+
+    if split not in ("snli_dev", "snli_test"):
+        raise ValueError(f"split must be 'snli_dev' or 'snli_test', got {split!r}")
+    anchors, positives = _snli_columns(split)
+    return PairDataset(list(anchors), list(positives))
+
+
+def sweep_model(seed: int = 0, **overrides):
+    """A fresh random-initialised :func:`~embedlessons.models.small_bert` with :data:`SWEEP_MODEL` settings.
+
+    ``overrides`` replace entries of :data:`SWEEP_MODEL` (e.g. ``num_layers=1``). Same seed, same weights.
+    """
+    from .models import small_bert
+
+    unknown = set(overrides) - set(SWEEP_MODEL)
+    if unknown:
+        raise ValueError(f"unknown sweep-model settings {sorted(unknown)}; choose from {sorted(SWEEP_MODEL)}")
+    return small_bert(**{**SWEEP_MODEL, **overrides}, max_length=SWEEP_MAX_LENGTH, seed=seed)
+
+
+@functools.lru_cache(maxsize=2)
+def stsb_evaluator(split: str = "test", max_length: int = 64):
+    """:class:`~embedlessons.evaluators.STSEvaluator` on STS-B ``split``; returns ``{"stsb_spearman": rho}``."""
+    from .data import load_sts
+    from .evaluators import STSEvaluator
+
+    return STSEvaluator(load_sts("stsb", split), max_length=max_length, name="stsb")
+
+
+# ----------------------------------------------------------------------------------------------- one run
+@dataclass
+class SweepRun:
+    """One trained model of a sweep: its label, settings, training history and final metrics."""
+
+    label: str
+    settings: dict
+    history: object                      # embedlessons.training.TrainHistory
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: object = None                 # the trained BiEncoder (None when not kept)
+
+    @property
+    def spearman(self) -> float:
+        return self.metrics["stsb_spearman"]
+
+
+def train_small(loss=None, steps: int = 100, batch_size: int = 32, *, lr: float = 1e-3, temperature: float = 0.05,
+                symmetric: bool = False, seed: int = 0, model_seed: int = 0, dataset=None, evaluator="stsb",
+                no_duplicates: bool = True, label: str = "", keep_model: bool = False, cache: bool = True,
+                device: str | None = None, **model_overrides) -> SweepRun:
+    """Train :func:`sweep_model` on SNLI pairs with in-batch InfoNCE and evaluate it.
+
+    Args:
+        loss: a loss for :func:`~embedlessons.training.train`; default
+            ``in_batch_info_nce(temperature=temperature, symmetric=symmetric)``.
+        steps, batch_size, lr, seed, no_duplicates: the :class:`~embedlessons.training.TrainConfig` settings
+            (warm-up 10 %, linear decay, AdamW, clipping at 1.0; ``max_length`` :data:`SWEEP_MAX_LENGTH`).
+        model_seed: seed of the random initial weights.
+        dataset: training pairs; default :func:`snli_pairs` ``("snli_dev")``.
+        evaluator: ``"stsb"`` (STS-B test Spearman), any ``callable(model) -> dict``, or None.
+        label: a name for tables and plots.
+        keep_model: keep the trained model in the result (else it is dropped to free memory).
+        cache: use the trainer's run cache (a repeated run loads weights and history instead of training).
+        device: where to train (``"cuda"`` for the full-size variants; default CPU).
+        model_overrides: passed to :func:`sweep_model`.
+
+    Returns:
+        :class:`SweepRun` whose ``metrics`` are the evaluator's final values.
+    """
+    from .losses import in_batch_info_nce
+    from .training import TrainConfig, train
+
+    if loss is None:
+        loss = functools.partial(in_batch_info_nce, temperature=temperature, symmetric=symmetric)
+    if evaluator == "stsb":
+        evaluator = stsb_evaluator()
+    dataset = snli_pairs("snli_dev") if dataset is None else dataset
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=SWEEP_MAX_LENGTH, seed=seed,
+                         no_duplicates=no_duplicates)
+    model = sweep_model(model_seed, **model_overrides)
+    if device is not None:
+        model = model.to(device)
+    history = train(model, dataset, loss, config, evaluator=evaluator, cache=cache, progress=False)
+    metrics = dict(history.final_eval or {})
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "model_seed": model_seed,
+                "no_duplicates": no_duplicates, "examples": steps * batch_size}
+    return SweepRun(label, settings, history, metrics, model if keep_model else None)
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+def pair_cosines(model, anchors: Sequence[str], positives: Sequence[str], max_length: int = SWEEP_MAX_LENGTH,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cosines of matching pairs (anchor i, positive i) and of mismatched pairs (anchor i, positive pi(i)).
+
+    pi is a random permutation without fixed points (seeded), so every anchor gets exactly one random
+    non-matching partner from the same set. Returns two float arrays of length N.
+    """
+    if len(anchors) != len(positives):
+        raise ValueError(f"{len(anchors)} anchors but {len(positives)} positives")
+    if len(anchors) < 2:
+        raise ValueError("need at least 2 pairs to form mismatched pairs")
+    a = model.encode(list(anchors), max_length=max_length, progress=False)
+    p = model.encode(list(positives), max_length=max_length, progress=False)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12)
+    n = len(a)
+    perm = np.random.default_rng(seed).permutation(n)
+    shift = (perm + np.random.default_rng(seed + 1).integers(1, n)) % n   # no i maps to itself
+    partner = np.empty(n, dtype=int)
+    partner[perm] = shift                                                # a derangement: partner[i] != i
+    return (a * p).sum(1), (a * p[partner]).sum(1)
+
+
+def pair_retrieval_accuracy(model, anchors: Sequence[str], positives: Sequence[str],
+                            max_length: int = SWEEP_MAX_LENGTH) -> dict[str, float]:
+    """Top-1 retrieval accuracy in both directions over a set of held-out pairs.
+
+    ``"anchor->positive"``: for each anchor, is its own positive the most similar of all N positives?
+    ``"positive->anchor"``: the reverse. Rows whose anchor or positive text occurs more than once are
+    dropped first (a repeated text would have two right answers). ``"pairs"`` gives the N used.
+    """
+    from collections import Counter
+
+    if len(anchors) != len(positives):
+        raise ValueError(f"{len(anchors)} anchors but {len(positives)} positives")
+    count_a, count_p = Counter(anchors), Counter(positives)
+    keep = [i for i in range(len(anchors)) if count_a[anchors[i]] == 1 and count_p[positives[i]] == 1]
+    if len(keep) < 2:
+        raise ValueError("need at least 2 pairs with distinct texts")
+    a = model.encode([anchors[i] for i in keep], max_length=max_length, progress=False)
+    p = model.encode([positives[i] for i in keep], max_length=max_length, progress=False)
+    sims = a @ p.T
+    target = np.arange(len(keep))
+    return {"anchor->positive": float((sims.argmax(1) == target).mean()),
+            "positive->anchor": float((sims.argmax(0) == target).mean()), "pairs": len(keep)}
+
+
+def auc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count 1/2): ROC AUC."""
+    pos, neg = np.asarray(positive_scores, float), np.asarray(negative_scores, float)
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("need at least one positive and one negative score")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def accumulated_in_batch_loss(anchor: torch.Tensor, positive: torch.Tensor, micro_batch: int,
+                              temperature: float = 0.05, symmetric: bool = False) -> torch.Tensor:
+    """The loss that gradient accumulation optimises: the mean of in-batch InfoNCE over micro-batches.
+
+    Splits the B rows into consecutive micro-batches of ``micro_batch`` rows (B must be a multiple) and
+    averages :func:`~embedlessons.losses.in_batch_info_nce` over them. Each anchor's candidates are only the
+    ``micro_batch`` positives of its own micro-batch, so it sees ``micro_batch - 1`` negatives, not ``B - 1``:
+    accumulating 4 micro-batches of 16 gives the gradient of this loss, not of the batch-64 loss (Gao et al.
+    2021, GradCache, computes the latter in chunks).
+    """
+    from .losses import in_batch_info_nce
+
+    if anchor.shape != positive.shape or anchor.dim() != 2:
+        raise ValueError(f"expected anchor and positive of the same shape [B, d], got {tuple(anchor.shape)} "
+                         f"and {tuple(positive.shape)}")
+    if micro_batch < 1 or len(anchor) % micro_batch:
+        raise ValueError(f"micro_batch must divide the batch size {len(anchor)}, got {micro_batch}")
+    losses = [in_batch_info_nce(anchor[s:s + micro_batch], positive[s:s + micro_batch], temperature=temperature,
+                                symmetric=symmetric).loss for s in range(0, len(anchor), micro_batch)]
+    return torch.stack(losses).mean()
+
+
+# ----------------------------------------------------------------------------------------------- duplicates
+def _row_texts(dataset, i: int) -> tuple[str, ...]:
+    return tuple(dataset.texts(i)) if hasattr(dataset, "texts") else tuple(dataset[i][:dataset.columns])
+
+
+def duplicate_rows(dataset, batch: Sequence[int]) -> list[tuple[int, int, str]]:
+    """Pairs of batch positions (i < j) whose rows share a text, with the shared text.
+
+    With in-batch negatives each such pair is a false negative: row i's anchor is pushed away from a text
+    that equals its own anchor or positive.
+    """
+    first: dict[str, int] = {}
+    found = []
+    for pos, row in enumerate(batch):
+        for text in dict.fromkeys(_row_texts(dataset, row)):
+            if text in first and first[text] != pos:
+                found.append((first[text], pos, text))
+            else:
+                first.setdefault(text, pos)
+    return found
+
+
+def sequential_batches(n_rows: int, batch_size: int) -> list[list[int]]:
+    """Rows in file order, cut into full batches (what a loader without shuffling yields)."""
+    return [list(range(s, s + batch_size)) for s in range(0, n_rows - batch_size + 1, batch_size)]
+
+
+def random_batches(n_rows: int, batch_size: int, epochs: int = 1, seed: int = 0) -> list[list[int]]:
+    """Shuffled full batches for ``epochs`` epochs (a new permutation each epoch, seeded)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(epochs):
+        order = rng.permutation(n_rows).tolist()
+        out += [order[s:s + batch_size] for s in range(0, n_rows - batch_size + 1, batch_size)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- temperature
+def softmax_entropy(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Entropy (nats) of ``softmax(scores / temperature)`` along the last dimension."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logp = F.log_softmax(scores / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def hardest_negative_share(sims: torch.Tensor, temperature: float, top: int = 1) -> torch.Tensor:
+    """Share of the push on the negatives that goes to each row's ``top`` most similar negatives.
+
+    ``sims`` is a square [B, B] matrix of in-batch cosines with the positives on the diagonal. For InfoNCE
+    the gradient of the loss w.r.t. the score of negative j is p_j / t (p = softmax of the row), so negative
+    j's share of the push is p_j / sum_negatives(p), which concentrates on the hardest negatives as t falls
+    (Wang & Liu 2021). Returns a [B] tensor of shares in (0, 1].
+    """
+    if sims.dim() != 2 or sims.shape[0] != sims.shape[1]:
+        raise ValueError(f"sims must be a square [B, B] matrix, got {tuple(sims.shape)}")
+    if not 1 <= top < len(sims):
+        raise ValueError(f"top must be between 1 and B-1 = {len(sims) - 1}, got {top}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    eye = torch.eye(len(sims), dtype=torch.bool, device=sims.device)
+    neg = sims.masked_fill(eye, float("-inf")) / temperature          # negatives only, still one softmax row
+    weights = torch.softmax(neg, dim=-1)                              # p_j / sum of negatives' p
+    return weights.topk(top, dim=-1).values.sum(-1)
