@@ -22,6 +22,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - outside the book toolchain
         return
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # NumPy/torch scalar -> Python
+        value = value.item()  # (myst-nb formats Python numbers; "np.float64(0.5)" would not parse)
     _glue(name, value, display=display)
 
 
