@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from functools import partial
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -45,7 +47,7 @@ from .negatives import FilterReport, MinedNegatives, MixedSampler, apply_filters
 
 __all__ = ["MINERS", "training_pool", "evaluation_subset", "training_rows", "mine_negatives", "row_negatives",
            "build_triplets", "ResampleNegatives", "contrastive_signal", "parameter_grad_norms", "TrainTopLayers", "fine_tune",
-           "evaluate_per_query", "paired_test"]
+           "evaluate_per_query", "paired_test", "full_size_comparison", "recorded_full_size"]
 
 MINERS = ("random", "bm25", "dense")
 
@@ -300,7 +302,7 @@ class TrainTopLayers:
 
 
 def fine_tune(dataset, config, callbacks: Sequence = (), model="all-MiniLM-L6-v2", temperature: float = 0.05,
-              train_top_layers: int | None = None, cache: bool = True):
+              train_top_layers: int | None = None, cache: bool = True, progress: bool = False):
     """Fine-tune a bi-encoder with in-batch InfoNCE plus the dataset's negative column.
 
     Each row's own negative becomes an extra candidate for *every* query of the batch (as in DPR's
@@ -309,7 +311,7 @@ def fine_tune(dataset, config, callbacks: Sequence = (), model="all-MiniLM-L6-v2
     (a fresh copy is loaded) or a :class:`~embedlessons.models.BiEncoder` (trained in place).
     ``train_top_layers``: train only that many top layers (:class:`TrainTopLayers`; None trains all).
     Uses the trainer's run cache (``cache=True``): an identical run is loaded, not retrained.
-    Returns ``(model, history)``.
+    ``progress``: show the trainer's progress bar (long runs). Returns ``(model, history)``.
     """
     from .losses import in_batch_info_nce
     from .models import load_model
@@ -319,7 +321,7 @@ def fine_tune(dataset, config, callbacks: Sequence = (), model="all-MiniLM-L6-v2
         model = load_model(model)
     callbacks = ([TrainTopLayers(train_top_layers)] if train_top_layers else []) + list(callbacks)
     history = train(model, dataset, partial(in_batch_info_nce, temperature=temperature), config,
-                    callbacks=callbacks, cache=cache, progress=False)
+                    callbacks=callbacks, cache=cache, progress=progress)
     return model, history
 
 
@@ -355,3 +357,125 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], n_resamples: int
     boot = d[rng.integers(0, len(d), size=(n_resamples, len(d)))].mean(axis=1)
     return {"diff": float(d.mean()), "p": (extreme + 1) / (n_resamples + 1),
             "ci_low": float(np.quantile(boot, 0.025)), "ci_high": float(np.quantile(boot, 0.975))}
+
+
+# ============================================================================================== full size (3.3)
+RESULTS_DIR = Path(__file__).parent / "results"
+FULL_SIZE_RESULTS = RESULTS_DIR / "scifact_hardneg_full_size.json"
+FULL_SIZE_KINDS = ("random", "bm25", "dense", "mixed")
+
+
+def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str | None = None, steps: int = 150,
+                         batch_size: int = 32, lr: float = 2e-5, query_max_length: int = 64,
+                         doc_max_length: int = 256, seed: int = 0, model: str = "all-MiniLM-L6-v2",
+                         pool_docs: int | None = None, test_distractors: int | None = None,
+                         progress: bool = True) -> dict:
+    """Section 3.3 at full size: the whole SciFact corpus (5,183 abstracts) for mining and evaluation.
+
+    For each kind of negative (``random``, ``bm25``, ``dense`` or ``mixed``: a ramp from random to dense),
+    fine-tune all of MiniLM (in-batch InfoNCE + one mined negative per row, temperature 0.05, AdamW with 10%
+    warmup) and score SciFact test NDCG@10 over the full corpus, beside BM25 and the off-the-shelf model.
+    Hard negatives are filtered with ``RelativeMargin(0.05)`` as in the CPU-scale runs. About a minute per
+    kind on a recent GPU; on a 2-core CPU, roughly half an hour per kind (see ``python -m
+    embedlessons.hardneg_experiments --help``).
+
+    ``pool_docs`` and ``test_distractors`` shrink the mining pool and the test corpus
+    (:func:`training_pool`, :func:`evaluation_subset`; None = the full corpus), for quick checks.
+
+    Returns a JSON-ready dict: ``settings``, ``ndcg`` (mean NDCG@10 per run), ``vs_minilm`` (paired test of
+    each fine-tune against the off-the-shelf model, :func:`paired_test`), ``seconds`` (training and
+    evaluation wall time per kind) and ``per_query`` (NDCG@10 of every test claim per run).
+    """
+    import platform
+
+    from .lexical import bm25_run
+    from .models import load_model
+    from .negatives import RelativeMargin, linear_ramp
+    from .training import TrainConfig
+
+    unknown = [k for k in kinds if k not in FULL_SIZE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown kinds of negative {unknown}; choose from {FULL_SIZE_KINDS}")
+    lengths = {"query_max_length": query_max_length, "doc_max_length": doc_max_length}
+    pool, test = training_pool(pool_docs, seed=seed), evaluation_subset(test_distractors, seed=seed)
+    rows = training_rows(pool)
+    base = load_model(model, device=device)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.1,
+                         max_length=(query_max_length, doc_max_length, doc_max_length), seed=seed)
+    per_query = {"BM25": ndcg_at_k(test.qrels, bm25_run(test.doc_texts(), test.doc_ids, test.queries, top_k=100),
+                                   k=10, per_query=True),
+                 "MiniLM": evaluate_per_query(base, test, **lengths)}
+    mined: dict[str, MinedNegatives] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        miner = "dense" if kind == "mixed" else kind
+        if miner not in mined:
+            filters = [] if miner == "random" else [RelativeMargin(0.05)]
+            mined[miner] = mine_negatives(miner, pool, model=base if miner == "dense" else None,
+                                          depth=1 if miner == "random" else 30, filters=filters, seed=seed,
+                                          **lengths)[0]
+        ratio = 0.0 if kind == "mixed" else 1.0
+        dataset = build_triplets(pool, rows, row_negatives(mined[miner], pool, rows, hard_ratio=ratio, seed=seed))
+        callbacks = ([ResampleNegatives(mined["dense"], pool, rows, hard_ratio=linear_ramp(0.0, 1.0, steps), seed=seed)]
+                     if kind == "mixed" else [])
+        tuned, history = fine_tune(dataset, config, callbacks=callbacks, model=load_model(model, device=device),
+                                   progress=progress)
+        started = time.perf_counter()
+        per_query[kind] = evaluate_per_query(tuned, test, **lengths)
+        seconds[kind] = {"train": history.meta.get("train_seconds"), "evaluate": round(time.perf_counter() - started, 1)}
+        if progress:
+            print(f"{kind}: NDCG@10 {np.mean(list(per_query[kind].values())):.4f}", flush=True)
+    return {"settings": {"kinds": list(kinds), "model": model, "device": str(base.device), "steps": steps, "batch_size": batch_size,
+                         "lr": lr, "warmup_ratio": 0.1, "temperature": 0.05, "seed": seed, **lengths,
+                         "training_rows": len(rows), "corpus": len(test.doc_ids), "test_claims": len(test.queries),
+                         "filter": "RelativeMargin(0.05)", "torch_threads": torch.get_num_threads(),
+                         "machine": platform.processor() or platform.machine()},
+            "ndcg": {k: float(np.mean(list(v.values()))) for k, v in per_query.items()},
+            "vs_minilm": {k: paired_test(per_query[k], per_query["MiniLM"]) for k in kinds},
+            "seconds": seconds,
+            "per_query": per_query}
+
+
+def recorded_full_size(path: str | Path = FULL_SIZE_RESULTS) -> dict:
+    """The recorded output of one :func:`full_size_comparison` run (``--out`` of this module's command
+    line), with the command and date it was run: the full-size numbers section 3.3 quotes."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `python -m embedlessons.hardneg_experiments --out {path}`")
+    return json.loads(path.read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: run :func:`full_size_comparison` and write its result as JSON."""
+    import argparse
+    import datetime
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m embedlessons.hardneg_experiments",
+                                     description="Section 3.3 at full size: SciFact hard-negative fine-tunes of MiniLM, "
+                                                 "full-corpus NDCG@10.")
+    parser.add_argument("--kinds", nargs="+", default=list(FULL_SIZE_KINDS), choices=FULL_SIZE_KINDS)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--doc-max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = full_size_comparison(args.kinds, device=args.device, steps=args.steps, batch_size=args.batch_size,
+                                  lr=args.lr, doc_max_length=args.doc_max_length, seed=args.seed)
+    result["run"] = {"command": "python -m embedlessons.hardneg_experiments " + shlex.join(sys.argv[1:] if argv is None else argv),
+                     "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - started)}
+    for name, value in result["ndcg"].items():
+        print(f"{name:8s} NDCG@10 {value:.4f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,6 @@ Part 2 builds a full contrastive trainer here (section 2.5), in the pieces every
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import inspect
@@ -29,7 +28,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -627,7 +626,8 @@ class TrainHistory:
 
         names = [k for k in (self.evals[0] if self.evals else {}) if k != "step"] if metrics is None else list(metrics)
         if ax is None:
-            _, axes = plt.subplots(1, 2 if names else 1, figsize=(10 if names else 5, 3.2), squeeze=False)
+            _, axes = plt.subplots(1, 2 if names else 1, figsize=(10 if names else 5, 3.2), squeeze=False,
+                                   layout="constrained")
             axes = list(axes[0])
         else:
             axes = list(ax) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
@@ -726,17 +726,25 @@ def _describe(obj: Any) -> Any:
     return ["repr", text]
 
 
-_TRAINER_SOURCE = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+@functools.lru_cache(maxsize=1)
+def _trainer_source() -> str:
+    """Hash of the code that determines a run's numbers (batching, collation, optimiser, schedule, loop), so a
+    change there invalidates cached runs while edits to docs, plotting or I/O do not."""
+    parts = [RandomBatchSampler, NoDuplicatesBatchSampler, _check_batch_size, _split_items, _lengths, collate,
+             linear_warmup_decay, make_scheduler, make_optimizer, _amp_dtype_name, _loss_inputs, _batches,
+             train, _train_loop]
+    code = "".join(inspect.getsource(p) for p in parts)
+    return hashlib.blake2b(code.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def run_key(model, dataset, loss, config: TrainConfig, evaluator=None, callbacks: Sequence = ()) -> str:
     """The run-cache key: model weights + config + dataset contents + loss / evaluator / callbacks + device
-    + this module's source (a change to the trainer invalidates cached runs)."""
+    + the source of the training code (a change to the loop, batching or optimiser invalidates cached runs)."""
     device = model.device.type
     parts = {"model": model.fingerprint(), "config": config.key_dict(), "dataset": dataset.fingerprint(),
              "loss": _describe(loss), "evaluator": _describe(evaluator),
              "callbacks": [_describe(c) for c in callbacks], "device": device,
-             "amp": _amp_dtype_name(config, device), "trainer": _TRAINER_SOURCE}
+             "amp": _amp_dtype_name(config, device), "trainer": _trainer_source()}
     if isinstance(loss, torch.nn.Module):
         parts["loss_state"] = _hash_json({k: v.detach().cpu().tolist() for k, v in loss.state_dict().items()})
     return _hash_json(parts)[:24]

@@ -240,3 +240,26 @@ def test_train_top_layers_freezes_and_restores(tmp_path, monkeypatch, pool):
                   model=small_bert(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, seed=0))
     with pytest.raises(ValueError, match="integer"):
         TrainTopLayers(0)
+
+
+# ---------------------------------------------------------------------------------------------- full size
+def test_full_size_comparison_runs_end_to_end_on_a_small_setting(tmp_path, monkeypatch):
+    from embedlessons.hardneg_experiments import full_size_comparison
+
+    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path))
+    out = full_size_comparison(["random", "mixed"], steps=2, batch_size=4, query_max_length=16, doc_max_length=16,
+                               pool_docs=600, test_distractors=10, progress=False)
+    assert set(out["ndcg"]) == {"BM25", "MiniLM", "random", "mixed"}
+    assert all(0 < v < 1 for v in out["ndcg"].values())
+    assert set(out["vs_minilm"]) == {"random", "mixed"} and set(out["seconds"]) == {"random", "mixed"}
+    assert out["settings"]["corpus"] == len(evaluation_subset(10).doc_ids)
+    assert len(out["per_query"]["mixed"]) == 300
+    with pytest.raises(ValueError, match="unknown kinds"):
+        full_size_comparison(["hard"])
+
+
+def test_recorded_full_size_result():
+    from embedlessons.hardneg_experiments import FULL_SIZE_RESULTS, recorded_full_size
+
+    with pytest.raises(FileNotFoundError, match="python -m embedlessons.hardneg_experiments"):
+        recorded_full_size(FULL_SIZE_RESULTS.parent / "missing.json")
