@@ -45,7 +45,7 @@ from .evaluation import ndcg_at_k
 from .negatives import FilterReport, MinedNegatives, MixedSampler, apply_filters, mine_bm25, mine_dense, \
     random_negatives
 
-__all__ = ["MINERS", "training_pool", "evaluation_subset", "training_rows", "mine_negatives", "row_negatives",
+__all__ = ["MINERS", "training_pool", "evaluation_subset", "leaked_queries", "training_rows", "mine_negatives", "row_negatives",
            "build_triplets", "ResampleNegatives", "contrastive_signal", "parameter_grad_norms", "TrainTopLayers", "fine_tune",
            "evaluate_per_query", "paired_test", "full_size_comparison", "recorded_full_size"]
 
@@ -81,10 +81,23 @@ def evaluation_subset(n_distractors: int | None = 217, seed: int = 0, name: str 
     return ds if n_distractors is None else ds.subset(n_distractors, seed=seed)
 
 
-def training_rows(ds: RetrievalDataset, max_rows: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
+def leaked_queries(train: RetrievalDataset, test: RetrievalDataset | None = None) -> set[str]:
+    """Ids of ``train`` queries whose text is also a query of ``test`` (default: the test split of the same
+    dataset). SciFact's training split repeats two test claims word for word; training on them would
+    inflate the test score (section 2.5 shows them)."""
+    test = load_retrieval(train.name, "test") if test is None else test
+    test_texts = set(test.queries.values())
+    return {q for q, text in train.queries.items() if text in test_texts}
+
+
+def training_rows(ds: RetrievalDataset, max_rows: int | None = None, seed: int = 0,
+                  drop_test_claims: bool = True) -> list[tuple[str, str]]:
     """One ``(query_id, relevant doc_id)`` row per positive qrel, in qrels order; a seeded random subset
-    of ``max_rows`` rows (kept in that order) when given."""
-    rows = [(q, d) for q, rel in ds.qrels.items() for d, g in rel.items() if g > 0 and q in ds.queries]
+    of ``max_rows`` rows (kept in that order) when given. ``drop_test_claims``: leave out training
+    queries that are also test queries (:func:`leaked_queries`; only for a ``train`` split)."""
+    leaked = leaked_queries(ds) if drop_test_claims and ds.split == "train" else set()
+    rows = [(q, d) for q, rel in ds.qrels.items() for d, g in rel.items()
+            if g > 0 and q in ds.queries and q not in leaked]
     if not rows:
         raise ValueError(f"{ds!r} has no (query, relevant document) pair")
     if max_rows is not None and max_rows < len(rows):
@@ -326,14 +339,14 @@ def fine_tune(dataset, config, callbacks: Sequence = (), model="all-MiniLM-L6-v2
 
 
 def evaluate_per_query(model, ds: RetrievalDataset, k: int = 10, query_max_length: int = 64,
-                       doc_max_length: int = 64, batch_size: int = 32) -> dict[str, float]:
+                       doc_max_length: int = 64, batch_size: int = 32, progress: bool = False) -> dict[str, float]:
     """NDCG@k of every query of ``ds`` under dense retrieval with ``model`` (embeddings cached by the
-    model's fingerprint, so an unchanged model is not re-encoded)."""
+    model's fingerprint, so an unchanged model is not re-encoded; ``progress`` shows the encoding bar)."""
     from .retrieval import dense_run
 
     qv = model.encode(list(ds.queries.values()), max_length=query_max_length, batch_size=batch_size,
-                      progress=False)
-    dv = model.encode(ds.doc_texts(), max_length=doc_max_length, batch_size=batch_size, progress=False)
+                      progress=progress)
+    dv = model.encode(ds.doc_texts(), max_length=doc_max_length, batch_size=batch_size, progress=progress)
     return ndcg_at_k(ds.qrels, dense_run(qv, dv, ds, top_k=max(k, 100)), k=k, per_query=True)
 
 
@@ -404,7 +417,7 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
                          max_length=(query_max_length, doc_max_length, doc_max_length), seed=seed)
     per_query = {"BM25": ndcg_at_k(test.qrels, bm25_run(test.doc_texts(), test.doc_ids, test.queries, top_k=100),
                                    k=10, per_query=True),
-                 "MiniLM": evaluate_per_query(base, test, **lengths)}
+                 "MiniLM": evaluate_per_query(base, test, progress=progress, **lengths)}
     mined: dict[str, MinedNegatives] = {}
     seconds: dict[str, dict[str, float]] = {}
     for kind in kinds:
@@ -421,7 +434,7 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
         tuned, history = fine_tune(dataset, config, callbacks=callbacks, model=load_model(model, device=device),
                                    progress=progress)
         started = time.perf_counter()
-        per_query[kind] = evaluate_per_query(tuned, test, **lengths)
+        per_query[kind] = evaluate_per_query(tuned, test, progress=progress, **lengths)
         seconds[kind] = {"train": history.meta.get("train_seconds"), "evaluate": round(time.perf_counter() - started, 1)}
         if progress:
             print(f"{kind}: NDCG@10 {np.mean(list(per_query[kind].values())):.4f}", flush=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from embedlessons.hardneg_experiments import (ResampleNegatives, build_triplets, contrastive_signal,
-                                              evaluation_subset, fine_tune, mine_negatives, paired_test,
+                                              evaluation_subset, fine_tune, leaked_queries, mine_negatives, paired_test,
                                               parameter_grad_norms, row_negatives, training_pool, training_rows)
 from embedlessons.negatives import RelativeMargin, linear_ramp
 
@@ -35,7 +35,13 @@ def test_evaluation_subset_size():
 
 def test_training_rows(pool):
     rows = training_rows(pool)
-    assert len(rows) == 919 and all(d in pool.qrels[q] for q, d in rows)
+    assert len(rows) == 917 and all(d in pool.qrels[q] for q, d in rows)
+    leaked = leaked_queries(pool)
+    test_claims = set(evaluation_subset(0).queries.values())
+    assert len(leaked) == 2 and all(pool.queries[q] in test_claims for q in leaked)
+    assert not {q for q, _ in rows} & leaked                   # no test claim is trained on
+    with_leaked = training_rows(pool, drop_test_claims=False)
+    assert len(with_leaked) == 919 and [r for r in with_leaked if r[0] not in leaked] == rows
     sub = training_rows(pool, max_rows=100, seed=0)
     assert len(sub) == 100 and sub == training_rows(pool, max_rows=100, seed=0)
     assert sub == [r for r in rows if r in set(sub)]           # original order kept
