@@ -45,9 +45,10 @@ from .evaluation import ndcg_at_k
 from .negatives import FilterReport, MinedNegatives, MixedSampler, apply_filters, mine_bm25, mine_dense, \
     random_negatives
 
-__all__ = ["MINERS", "training_pool", "evaluation_subset", "leaked_queries", "training_rows", "mine_negatives", "row_negatives",
-           "build_triplets", "ResampleNegatives", "contrastive_signal", "parameter_grad_norms", "TrainTopLayers", "fine_tune",
-           "evaluate_per_query", "paired_test", "full_size_comparison", "recorded_full_size"]
+__all__ = ["MINERS", "training_pool", "evaluation_subset", "leaked_queries", "training_rows", "mine_negatives",
+           "row_negatives", "build_triplets", "ResampleNegatives", "contrastive_signal", "parameter_grad_norms",
+           "TrainTopLayers", "fine_tune", "evaluate_per_query", "paired_test", "full_size_comparison",
+           "merge_full_size", "recorded_full_size"]
 
 MINERS = ("random", "bm25", "dense")
 
@@ -388,9 +389,10 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
     For each kind of negative (``random``, ``bm25``, ``dense`` or ``mixed``: a ramp from random to dense),
     fine-tune all of MiniLM (in-batch InfoNCE + one mined negative per row, temperature 0.05, AdamW with 10%
     warmup) and score SciFact test NDCG@10 over the full corpus, beside BM25 and the off-the-shelf model.
-    Hard negatives are filtered with ``RelativeMargin(0.05)`` as in the CPU-scale runs. About a minute per
-    kind on a recent GPU; on a 2-core CPU, roughly half an hour per kind (see ``python -m
-    embedlessons.hardneg_experiments --help``).
+    Hard negatives are filtered with ``RelativeMargin(0.05)`` as in the CPU-scale runs. On a 2-core CPU one
+    kind took 27 minutes of training and 2 of evaluation (the recorded run, :func:`recorded_full_size`);
+    the command line (``python -m embedlessons.hardneg_experiments --help``) runs kinds separately and
+    merges them (``--append``).
 
     ``pool_docs`` and ``test_distractors`` shrink the mining pool and the test corpus
     (:func:`training_pool`, :func:`evaluation_subset`; None = the full corpus), for quick checks.
@@ -429,17 +431,20 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
                                           **lengths)[0]
         ratio = 0.0 if kind == "mixed" else 1.0
         dataset = build_triplets(pool, rows, row_negatives(mined[miner], pool, rows, hard_ratio=ratio, seed=seed))
-        callbacks = ([ResampleNegatives(mined["dense"], pool, rows, hard_ratio=linear_ramp(0.0, 1.0, steps), seed=seed)]
-                     if kind == "mixed" else [])
+        callbacks = []
+        if kind == "mixed":      # start on random negatives, end on dense ones
+            callbacks = [ResampleNegatives(mined["dense"], pool, rows, linear_ramp(0.0, 1.0, steps), seed=seed)]
         tuned, history = fine_tune(dataset, config, callbacks=callbacks, model=load_model(model, device=device),
                                    progress=progress)
         started = time.perf_counter()
         per_query[kind] = evaluate_per_query(tuned, test, progress=progress, **lengths)
-        seconds[kind] = {"train": history.meta.get("train_seconds"), "evaluate": round(time.perf_counter() - started, 1)}
+        seconds[kind] = {"train": history.meta.get("train_seconds"),
+                         "evaluate": round(time.perf_counter() - started, 1)}
         if progress:
             print(f"{kind}: NDCG@10 {np.mean(list(per_query[kind].values())):.4f}", flush=True)
-    return {"settings": {"kinds": list(kinds), "model": model, "device": str(base.device), "steps": steps, "batch_size": batch_size,
-                         "lr": lr, "warmup_ratio": 0.1, "temperature": 0.05, "seed": seed, **lengths,
+    return {"settings": {"kinds": list(kinds), "model": model, "device": str(base.device), "steps": steps,
+                         "batch_size": batch_size, "lr": lr, "warmup_ratio": 0.1, "temperature": 0.05, "seed": seed,
+                         **lengths,
                          "training_rows": len(rows), "corpus": len(test.doc_ids), "test_claims": len(test.queries),
                          "filter": "RelativeMargin(0.05)", "torch_threads": torch.get_num_threads(),
                          "machine": platform.processor() or platform.machine()},
@@ -449,9 +454,35 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
             "per_query": per_query}
 
 
+def merge_full_size(results: Sequence[dict]) -> dict:
+    """Merge :func:`full_size_comparison` results run separately (e.g. one kind of negative per command on
+    a CPU) into one. Raises if their settings (other than ``kinds``) or their baselines differ, or if a
+    kind appears twice; ``runs`` lists every command."""
+    if not results:
+        raise ValueError("nothing to merge")
+    merged = json.loads(json.dumps(results[0]))
+    same = {k: v for k, v in merged["settings"].items() if k != "kinds"}
+    for other in results[1:]:
+        theirs = {k: v for k, v in other["settings"].items() if k != "kinds"}
+        if theirs != same:
+            diff = sorted(k for k in set(same) | set(theirs) if same.get(k) != theirs.get(k))
+            raise ValueError(f"cannot merge runs with different settings: {diff}")
+        for baseline in ("BM25", "MiniLM"):
+            if other["per_query"][baseline] != merged["per_query"][baseline]:
+                raise ValueError(f"cannot merge runs whose {baseline} baseline differs")
+        twice = set(other["settings"]["kinds"]) & set(merged["settings"]["kinds"])
+        if twice:
+            raise ValueError(f"kinds {sorted(twice)} appear in more than one run")
+        merged["settings"]["kinds"] += other["settings"]["kinds"]
+        for key in ("ndcg", "vs_minilm", "seconds", "per_query"):
+            merged[key].update(other[key])
+        merged["runs"] = merged.get("runs", []) + other.get("runs", [])
+    return merged
+
+
 def recorded_full_size(path: str | Path = FULL_SIZE_RESULTS) -> dict:
-    """The recorded output of one :func:`full_size_comparison` run (``--out`` of this module's command
-    line), with the command and date it was run: the full-size numbers section 3.3 quotes."""
+    """The recorded output of :func:`full_size_comparison` (``--out`` of this module's command line), with
+    the commands, dates and durations of the runs (``runs``): the full-size numbers section 3.3 quotes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m embedlessons.hardneg_experiments --out {path}`")
@@ -466,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m embedlessons.hardneg_experiments",
-                                     description="Section 3.3 at full size: SciFact hard-negative fine-tunes of MiniLM, "
-                                                 "full-corpus NDCG@10.")
+                                     description="Section 3.3 at full size: SciFact hard-negative fine-tunes of "
+                                                 "MiniLM, full-corpus NDCG@10.")
     parser.add_argument("--kinds", nargs="+", default=list(FULL_SIZE_KINDS), choices=FULL_SIZE_KINDS)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--steps", type=int, default=150)
@@ -476,14 +507,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--doc-max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the result already in --out (other kinds, same settings)")
     args = parser.parse_args(argv)
+    if args.append and not (args.out and args.out.exists()):
+        parser.error("--append needs an existing --out file")
     started = time.perf_counter()
     result = full_size_comparison(args.kinds, device=args.device, steps=args.steps, batch_size=args.batch_size,
                                   lr=args.lr, doc_max_length=args.doc_max_length, seed=args.seed)
-    result["run"] = {"command": "python -m embedlessons.hardneg_experiments " + shlex.join(sys.argv[1:] if argv is None else argv),
-                     "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - started)}
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    result["runs"] = [{"command": f"python -m embedlessons.hardneg_experiments {command}", "kinds": args.kinds,
+                       "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - started)}]
     for name, value in result["ndcg"].items():
         print(f"{name:8s} NDCG@10 {value:.4f}")
+    if args.append:
+        result = merge_full_size([json.loads(args.out.read_text()), result])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -56,6 +56,9 @@ def test_gpu_cells_are_skipped_by_the_book_build_too():
             if "gpu" in tags:
                 assert "skip-execution" in tags, f"{path.name}: gpu cell without skip-execution"
                 assert not cell.get("outputs"), f"{path.name}: gpu cell with stored CPU outputs"
+                # no stored output to compare with: on a GPU machine nbval runs the cell and must not
+                # fail on "unexpected output fields"
+                assert "nbval-ignore-output" in tags, f"{path.name}: gpu cell without nbval-ignore-output"
 
 
 def test_notebooks_have_stored_outputs_and_no_errors():

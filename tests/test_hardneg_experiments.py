@@ -269,3 +269,26 @@ def test_recorded_full_size_result():
 
     with pytest.raises(FileNotFoundError, match="python -m embedlessons.hardneg_experiments"):
         recorded_full_size(FULL_SIZE_RESULTS.parent / "missing.json")
+
+
+def test_merge_full_size_combines_kinds_and_refuses_mismatches():
+    from embedlessons.hardneg_experiments import merge_full_size
+
+    def result(kind, steps=150, bm25=0.5):
+        return {"settings": {"kinds": [kind], "steps": steps}, "ndcg": {"BM25": bm25, kind: 0.7},
+                "vs_minilm": {kind: {"diff": 0.1}}, "seconds": {kind: {"train": 1.0}},
+                "per_query": {"BM25": {"q1": bm25}, "MiniLM": {"q1": 0.4}, kind: {"q1": 0.7}},
+                "runs": [{"command": f"--kinds {kind}"}]}
+
+    merged = merge_full_size([result("dense"), result("random")])
+    assert merged["settings"]["kinds"] == ["dense", "random"]
+    assert set(merged["vs_minilm"]) == {"dense", "random"} and len(merged["runs"]) == 2
+    a = result("dense")
+    merge_full_size([a, result("random")])
+    assert a["settings"]["kinds"] == ["dense"]                  # inputs are not modified
+    with pytest.raises(ValueError, match="different settings: \\['steps'\\]"):
+        merge_full_size([result("dense"), result("random", steps=10)])
+    with pytest.raises(ValueError, match="BM25 baseline differs"):
+        merge_full_size([result("dense"), result("random", bm25=0.6)])
+    with pytest.raises(ValueError, match="more than one run"):
+        merge_full_size([result("dense"), result("dense")])
