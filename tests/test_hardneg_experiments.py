@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from embedlessons.hardneg_experiments import (ResampleNegatives, build_triplets, contrastive_signal,
-                                              evaluation_subset, fine_tune, leaked_queries, mine_negatives, paired_test,
-                                              parameter_grad_norms, row_negatives, training_pool, training_rows)
+                                              evaluation_subset, fine_tune, leaked_queries, mine_negatives,
+                                              paired_test, parameter_grad_norms, row_negatives, training_pool,
+                                              training_rows)
 from embedlessons.negatives import RelativeMargin, linear_ramp
 
 
