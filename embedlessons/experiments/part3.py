@@ -40,9 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import RetrievalDataset, load_retrieval
-from .evaluation import ndcg_at_k
-from .negatives import FilterReport, MinedNegatives, MixedSampler, apply_filters, mine_bm25, mine_dense, \
+from ..data import RetrievalDataset, load_retrieval
+from ..evaluation import ndcg_at_k
+from ..negatives import FilterReport, MinedNegatives, MixedSampler, apply_filters, mine_bm25, mine_dense, \
     random_negatives
 
 __all__ = ["MINERS", "training_pool", "evaluation_subset", "leaked_queries", "training_rows", "mine_negatives",
@@ -163,7 +163,7 @@ def _sampler(mined: MinedNegatives, ds: RetrievalDataset, hard_ratio, seed: int)
 def build_triplets(ds: RetrievalDataset, rows: Sequence[tuple[str, str]], negative_ids: Sequence[str]):
     """A :class:`~embedlessons.training.TripletDataset` of (claim, relevant abstract, negative abstract) texts
     (abstract = title + " " + text, as everywhere in the book)."""
-    from .training import TripletDataset
+    from ..training import TripletDataset
 
     if len(rows) != len(negative_ids):
         raise ValueError(f"{len(rows)} rows but {len(negative_ids)} negatives")
@@ -327,9 +327,9 @@ def fine_tune(dataset, config, callbacks: Sequence = (), model="all-MiniLM-L6-v2
     Uses the trainer's run cache (``cache=True``): an identical run is loaded, not retrained.
     ``progress``: show the trainer's progress bar (long runs). Returns ``(model, history)``.
     """
-    from .losses import in_batch_info_nce
-    from .models import load_model
-    from .training import train
+    from ..losses import in_batch_info_nce
+    from ..models import load_model
+    from ..training import train
 
     if isinstance(model, str):
         model = load_model(model)
@@ -343,7 +343,7 @@ def evaluate_per_query(model, ds: RetrievalDataset, k: int = 10, query_max_lengt
                        doc_max_length: int = 64, batch_size: int = 32, progress: bool = False) -> dict[str, float]:
     """NDCG@k of every query of ``ds`` under dense retrieval with ``model`` (embeddings cached by the
     model's fingerprint, so an unchanged model is not re-encoded; ``progress`` shows the encoding bar)."""
-    from .retrieval import dense_run
+    from ..retrieval import dense_run
 
     qv = model.encode(list(ds.queries.values()), max_length=query_max_length, batch_size=batch_size,
                       progress=progress)
@@ -374,8 +374,8 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], n_resamples: int
 
 
 # ============================================================================================== full size (3.3)
-RESULTS_DIR = Path(__file__).parent / "results"
-FULL_SIZE_RESULTS = RESULTS_DIR / "scifact_hardneg_full_size.json"
+#: Name of the recorded full-size run (``embedlessons/results/<name>.json``, :mod:`embedlessons.recorded`).
+FULL_SIZE_EXPERIMENT = "scifact_hardneg_full_size"
 FULL_SIZE_KINDS = ("random", "bm25", "dense", "mixed")
 
 
@@ -391,8 +391,9 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
     warmup) and score SciFact test NDCG@10 over the full corpus, beside BM25 and the off-the-shelf model.
     Hard negatives are filtered with ``RelativeMargin(0.05)`` as in the CPU-scale runs. On a 2-core CPU one
     kind took 27 minutes of training and 2 of evaluation (the recorded run, :func:`recorded_full_size`);
-    the command line (``python -m embedlessons.hardneg_experiments --help``) runs kinds separately and
-    merges them (``--append``).
+    ``python -m embedlessons.experiments run scifact_hardneg_full_size --set kinds='["dense"]' [--append]``
+    (or this module's own command line, ``python -m embedlessons.experiments.part3 --help``) runs kinds
+    separately and merges them.
 
     ``pool_docs`` and ``test_distractors`` shrink the mining pool and the test corpus
     (:func:`training_pool`, :func:`evaluation_subset`; None = the full corpus), for quick checks.
@@ -403,10 +404,10 @@ def full_size_comparison(kinds: Sequence[str] = FULL_SIZE_KINDS, *, device: str 
     """
     import platform
 
-    from .lexical import bm25_run
-    from .models import load_model
-    from .negatives import RelativeMargin, linear_ramp
-    from .training import TrainConfig
+    from ..lexical import bm25_run
+    from ..models import load_model
+    from ..negatives import RelativeMargin, linear_ramp
+    from ..training import TrainConfig
 
     unknown = [k for k in kinds if k not in FULL_SIZE_KINDS]
     if unknown or not kinds:
@@ -480,23 +481,28 @@ def merge_full_size(results: Sequence[dict]) -> dict:
     return merged
 
 
-def recorded_full_size(path: str | Path = FULL_SIZE_RESULTS) -> dict:
-    """The recorded output of :func:`full_size_comparison` (``--out`` of this module's command line), with
-    the commands, dates and durations of the runs (``runs``): the full-size numbers section 3.3 quotes."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `python -m embedlessons.hardneg_experiments --out {path}`")
-    return json.loads(path.read_text())
+def recorded_full_size(results_dir: str | Path | None = None) -> dict:
+    """The recorded output of :func:`full_size_comparison`, with the commands, settings, versions, machines
+    and dates of its runs (``runs``): the full-size numbers section 3.3 quotes
+    (:func:`embedlessons.recorded.load_result`)."""
+    from ..recorded import load_result
+
+    return load_result(FULL_SIZE_EXPERIMENT, results_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: run :func:`full_size_comparison` and write its result as JSON."""
+    """Command line: run :func:`full_size_comparison` as a recorded experiment and write its result as JSON.
+
+    The same as ``python -m embedlessons.experiments run scifact_hardneg_full_size`` with the options below
+    as ``--set`` overrides.
+    """
     import argparse
-    import datetime
     import shlex
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m embedlessons.hardneg_experiments",
+    from ..recorded import result_path, run_experiment
+
+    parser = argparse.ArgumentParser(prog="python -m embedlessons.experiments.part3",
                                      description="Section 3.3 at full size: SciFact hard-negative fine-tunes of "
                                                  "MiniLM, full-corpus NDCG@10.")
     parser.add_argument("--kinds", nargs="+", default=list(FULL_SIZE_KINDS), choices=FULL_SIZE_KINDS)
@@ -506,26 +512,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--doc-max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the result as JSON here (default: {result_path(FULL_SIZE_EXPERIMENT)})")
     parser.add_argument("--append", action="store_true",
                         help="merge into the result already in --out (other kinds, same settings)")
     args = parser.parse_args(argv)
-    if args.append and not (args.out and args.out.exists()):
-        parser.error("--append needs an existing --out file")
-    started = time.perf_counter()
-    result = full_size_comparison(args.kinds, device=args.device, steps=args.steps, batch_size=args.batch_size,
-                                  lr=args.lr, doc_max_length=args.doc_max_length, seed=args.seed)
-    command = shlex.join(sys.argv[1:] if argv is None else argv)
-    result["runs"] = [{"command": f"python -m embedlessons.hardneg_experiments {command}", "kinds": args.kinds,
-                       "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - started)}]
+    out = args.out or result_path(FULL_SIZE_EXPERIMENT)
+    if args.append and not out.exists():
+        parser.error(f"--append needs an existing result file ({out})")
+    overrides = {"kinds": args.kinds, "device": args.device, "steps": args.steps, "batch_size": args.batch_size,
+                 "lr": args.lr, "doc_max_length": args.doc_max_length, "seed": args.seed}
+    command = "python -m embedlessons.experiments.part3 " + shlex.join(sys.argv[1:] if argv is None else argv)
+    result = run_experiment(FULL_SIZE_EXPERIMENT, overrides, out=out, append=args.append, command=command)
     for name, value in result["ndcg"].items():
         print(f"{name:8s} NDCG@10 {value:.4f}")
-    if args.append:
-        result = merge_full_size([json.loads(args.out.read_text()), result])
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Tests of embedlessons.sweeps (Part 2's small experiments)."""
+"""Tests of embedlessons.experiments.part2 (Part 2's small experiments)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from embedlessons import sweeps
+from embedlessons.experiments import part2
 from embedlessons.losses import in_batch_info_nce
 
 
@@ -24,14 +24,14 @@ def test_pair_cosines_matching_and_deranged():
     texts = [f"t{i}" for i in range(50)]
     vecs = {t: rng.normal(size=8) for t in texts}
     model = FakeModel(vecs)
-    pos, neg = sweeps.pair_cosines(model, texts, texts, seed=3)
+    pos, neg = part2.pair_cosines(model, texts, texts, seed=3)
     np.testing.assert_allclose(pos, 1.0, atol=1e-5)            # a text with itself
     assert np.all(neg < 0.999)                                  # never paired with itself
     assert abs(neg.mean()) < 0.2                                # random Gaussian directions
-    pos2, neg2 = sweeps.pair_cosines(model, texts, texts, seed=3)
+    pos2, neg2 = part2.pair_cosines(model, texts, texts, seed=3)
     np.testing.assert_array_equal(neg, neg2)                    # seeded
     with pytest.raises(ValueError, match="anchors"):
-        sweeps.pair_cosines(model, texts, texts[:3])
+        part2.pair_cosines(model, texts, texts[:3])
 
 
 def test_pair_retrieval_accuracy_directions():
@@ -44,7 +44,7 @@ def test_pair_retrieval_accuracy_directions():
     table = {f"a{i}": eye[i] for i in range(d)}
     table.update({f"p{i}": (eye[i] + 1.5 * eye[0]) / np.linalg.norm(eye[i] + 1.5 * eye[0]) for i in range(d)})
     table.update({"dup": eye[0], "x": eye[0], "y": eye[0]})
-    out = sweeps.pair_retrieval_accuracy(FakeModel(table), anchors, positives)
+    out = part2.pair_retrieval_accuracy(FakeModel(table), anchors, positives)
     assert out["pairs"] == d                                    # the repeated anchor's rows are dropped
     assert out["anchor->positive"] == 1.0
     assert out["positive->anchor"] == pytest.approx(1 / d)      # every positive is closest to anchor 0
@@ -55,10 +55,10 @@ def test_auc_matches_pairwise_count():
     pos, neg = rng.normal(1, 1, 40), rng.normal(0, 1, 60)
     pos[:3] = neg[:3]                                           # some ties
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
-    assert sweeps.auc(pos, neg) == pytest.approx(brute, abs=1e-12)
-    assert sweeps.auc([2, 3], [0, 1]) == 1.0 and sweeps.auc([0, 1], [2, 3]) == 0.0
+    assert part2.auc(pos, neg) == pytest.approx(brute, abs=1e-12)
+    assert part2.auc([2, 3], [0, 1]) == 1.0 and part2.auc([0, 1], [2, 3]) == 0.0
     with pytest.raises(ValueError):
-        sweeps.auc([], [1.0])
+        part2.auc([], [1.0])
 
 
 def test_accumulated_loss_is_not_the_big_batch_loss():
@@ -66,14 +66,14 @@ def test_accumulated_loss_is_not_the_big_batch_loss():
     a, p = torch.randn(64, 16, generator=g), torch.randn(64, 16, generator=g)
     p = a + 2.0 * p                                             # positives related to their anchors
     full = in_batch_info_nce(a, p, temperature=0.05).loss
-    assert sweeps.accumulated_in_batch_loss(a, p, 64).item() == pytest.approx(full.item(), rel=1e-6)
-    acc = sweeps.accumulated_in_batch_loss(a, p, 16)
+    assert part2.accumulated_in_batch_loss(a, p, 64).item() == pytest.approx(full.item(), rel=1e-6)
+    acc = part2.accumulated_in_batch_loss(a, p, 16)
     chunks = torch.stack([in_batch_info_nce(a[s:s + 16], p[s:s + 16], temperature=0.05).loss
                           for s in range(0, 64, 16)]).mean()
     assert acc.item() == pytest.approx(chunks.item(), rel=1e-6)
     assert acc.item() < full.item() - 1.0                       # fewer negatives: an easier task
     with pytest.raises(ValueError, match="divide"):
-        sweeps.accumulated_in_batch_loss(a, p, 10)
+        part2.accumulated_in_batch_loss(a, p, 10)
 
 
 class Rows:
@@ -91,26 +91,26 @@ class Rows:
 
 def test_duplicate_rows_and_counts():
     ds = Rows([("a", "b"), ("c", "d"), ("a", "e"), ("f", "d"), ("g", "g")])
-    assert sweeps.duplicate_rows(ds, [0, 1, 2, 3]) == [(0, 2, "a"), (1, 3, "d")]
-    assert sweeps.duplicate_rows(ds, [0, 1, 4]) == []           # a text repeated inside one row is fine
+    assert part2.duplicate_rows(ds, [0, 1, 2, 3]) == [(0, 2, "a"), (1, 3, "d")]
+    assert part2.duplicate_rows(ds, [0, 1, 4]) == []           # a text repeated inside one row is fine
     from embedlessons.training import count_duplicate_batches
     batches = [[0, 2], [0, 1], [1, 3], [4, 0]]
-    assert [bool(sweeps.duplicate_rows(ds, b)) for b in batches] == [True, False, True, False]
+    assert [bool(part2.duplicate_rows(ds, b)) for b in batches] == [True, False, True, False]
     assert count_duplicate_batches(ds, batches) == 2             # the trainer's count agrees
-    assert sweeps.sequential_batches(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    batches = sweeps.random_batches(10, 4, epochs=2, seed=0)
+    assert part2.sequential_batches(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    batches = part2.random_batches(10, 4, epochs=2, seed=0)
     assert len(batches) == 4 and all(len(set(b)) == 4 for b in batches)
-    assert batches == sweeps.random_batches(10, 4, epochs=2, seed=0)
+    assert batches == part2.random_batches(10, 4, epochs=2, seed=0)
 
 
 def test_softmax_entropy_limits():
     scores = torch.tensor([[0.9, 0.5, 0.1, 0.0]])
-    assert sweeps.softmax_entropy(scores, 1e3).item() == pytest.approx(math.log(4), abs=1e-3)
-    assert sweeps.softmax_entropy(scores, 1e-3).item() == pytest.approx(0.0, abs=1e-6)
-    ent = [sweeps.softmax_entropy(scores, t).item() for t in (0.01, 0.05, 0.1, 1.0)]
+    assert part2.softmax_entropy(scores, 1e3).item() == pytest.approx(math.log(4), abs=1e-3)
+    assert part2.softmax_entropy(scores, 1e-3).item() == pytest.approx(0.0, abs=1e-6)
+    ent = [part2.softmax_entropy(scores, t).item() for t in (0.01, 0.05, 0.1, 1.0)]
     assert ent == sorted(ent)                                   # hotter is flatter
     with pytest.raises(ValueError):
-        sweeps.softmax_entropy(scores, 0.0)
+        part2.softmax_entropy(scores, 0.0)
 
 
 def test_hardest_negative_share():
@@ -118,33 +118,33 @@ def test_hardest_negative_share():
                          [0.3, 0.8, 0.3, 0.1],
                          [0.0, 0.0, 0.7, 0.5],
                          [0.2, 0.1, 0.0, 0.9]])
-    hot, cold = sweeps.hardest_negative_share(sims, 10.0), sweeps.hardest_negative_share(sims, 0.01)
+    hot, cold = part2.hardest_negative_share(sims, 10.0), part2.hardest_negative_share(sims, 0.01)
     assert torch.all(hot < 0.36) and torch.all(hot >= 1 / 3)    # near uniform over 3 negatives
     assert cold[0].item() == pytest.approx(1.0, abs=1e-6)       # all weight on the hardest
     assert cold[1].item() == pytest.approx(0.5, abs=1e-6)       # a tie: top-1 share is 1/2, ...
-    assert sweeps.hardest_negative_share(sims, 0.01, top=2)[1].item() == pytest.approx(1.0, abs=1e-6)  # ... top-2: 1
+    assert part2.hardest_negative_share(sims, 0.01, top=2)[1].item() == pytest.approx(1.0, abs=1e-6)  # ... top-2: 1
     with pytest.raises(ValueError):
-        sweeps.hardest_negative_share(sims[:3], 0.1)
+        part2.hardest_negative_share(sims[:3], 0.1)
 
 
 def test_snli_pairs_and_model():
-    dev, test = sweeps.snli_pairs("snli_dev"), sweeps.snli_pairs("snli_test")
+    dev, test = part2.snli_pairs("snli_dev"), part2.snli_pairs("snli_test")
     assert (len(dev), len(test)) == (3329, 3368)
     with pytest.raises(ValueError, match="split"):
-        sweeps.snli_pairs("train")
-    m1, m2 = sweeps.sweep_model(0), sweeps.sweep_model(0)
-    assert m1.fingerprint() == m2.fingerprint() != sweeps.sweep_model(1).fingerprint()
+        part2.snli_pairs("train")
+    m1, m2 = part2.sweep_model(0), part2.sweep_model(0)
+    assert m1.fingerprint() == m2.fingerprint() != part2.sweep_model(1).fingerprint()
     with pytest.raises(ValueError, match="unknown"):
-        sweeps.sweep_model(0, layers=3)
+        part2.sweep_model(0, layers=3)
 
 
 def test_train_small_runs_and_learns():
-    dev = sweeps.snli_pairs("snli_dev")
-    run = sweeps.train_small(steps=30, batch_size=16, evaluator=None, cache=False, keep_model=True,
+    dev = part2.snli_pairs("snli_dev")
+    run = part2.train_small(steps=30, batch_size=16, evaluator=None, cache=False, keep_model=True,
                              num_layers=1, hidden_size=32, intermediate_size=64)
     assert len(run.history.steps) == 30 and run.settings["examples"] == 480
     first = np.mean(run.history.losses[:5])
     last = np.mean(run.history.losses[-5:])
     assert last < first - 0.15                                  # the loss falls on real pairs
-    pos, neg = sweeps.pair_cosines(run.model, dev.anchors[:200], dev.positives[:200])
+    pos, neg = part2.pair_cosines(run.model, dev.anchors[:200], dev.positives[:200])
     assert pos.mean() > neg.mean()

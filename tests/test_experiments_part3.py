@@ -1,11 +1,11 @@
-"""Tests of embedlessons.hardneg_experiments (the shared code of sections 3.1, 3.3, 3.4)."""
+"""Tests of embedlessons.experiments.part3 (the shared code of sections 3.1, 3.3, 3.4)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from embedlessons.hardneg_experiments import (ResampleNegatives, build_triplets, contrastive_signal,
+from embedlessons.experiments.part3 import (ResampleNegatives, build_triplets, contrastive_signal,
                                               evaluation_subset, fine_tune, leaked_queries, mine_negatives,
                                               paired_test, parameter_grad_norms, row_negatives, training_pool,
                                               training_rows)
@@ -196,7 +196,7 @@ def test_fine_tune_small_model_runs_and_caches(tmp_path, monkeypatch, pool):
 
 
 def evaluate_small(model):
-    from embedlessons.hardneg_experiments import evaluate_per_query
+    from embedlessons.experiments.part3 import evaluate_per_query
 
     ds = evaluation_subset(20)
     ds.queries = dict(list(ds.queries.items())[:10])
@@ -224,7 +224,7 @@ def test_paired_test():
 
 
 def test_train_top_layers_freezes_and_restores(tmp_path, monkeypatch, pool):
-    from embedlessons.hardneg_experiments import TrainTopLayers
+    from embedlessons.experiments.part3 import TrainTopLayers
     from embedlessons.models import small_bert
     from embedlessons.training import TrainConfig
 
@@ -250,30 +250,31 @@ def test_train_top_layers_freezes_and_restores(tmp_path, monkeypatch, pool):
 
 
 # ---------------------------------------------------------------------------------------------- full size
-def test_full_size_comparison_runs_end_to_end_on_a_small_setting(tmp_path, monkeypatch):
-    from embedlessons.hardneg_experiments import full_size_comparison
+def test_full_size_comparison_runs_end_to_end_on_a_small_setting(tiny_recorded_result):
+    from embedlessons.experiments.part3 import FULL_SIZE_EXPERIMENT, full_size_comparison, recorded_full_size
 
-    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path))
-    out = full_size_comparison(["random", "mixed"], steps=2, batch_size=4, query_max_length=16, doc_max_length=16,
-                               pool_docs=600, test_distractors=10, progress=False)
+    out, results_dir = tiny_recorded_result(FULL_SIZE_EXPERIMENT)      # its tiny setting: random + mixed
     assert set(out["ndcg"]) == {"BM25", "MiniLM", "random", "mixed"}
     assert all(0 < v < 1 for v in out["ndcg"].values())
     assert set(out["vs_minilm"]) == {"random", "mixed"} and set(out["seconds"]) == {"random", "mixed"}
     assert out["settings"]["corpus"] == len(evaluation_subset(10).doc_ids)
     assert len(out["per_query"]["mixed"]) == 300
+    assert recorded_full_size(results_dir)["ndcg"] == out["ndcg"]
     with pytest.raises(ValueError, match="unknown kinds"):
         full_size_comparison(["hard"])
 
 
-def test_recorded_full_size_result():
-    from embedlessons.hardneg_experiments import FULL_SIZE_RESULTS, recorded_full_size
+def test_recorded_full_size_result(tmp_path):
+    from embedlessons.experiments.part3 import recorded_full_size
 
-    with pytest.raises(FileNotFoundError, match="python -m embedlessons.hardneg_experiments"):
-        recorded_full_size(FULL_SIZE_RESULTS.parent / "missing.json")
+    with pytest.raises(FileNotFoundError, match="python -m embedlessons.experiments run scifact_hardneg_full_size"):
+        recorded_full_size(tmp_path)
+    stored = recorded_full_size()
+    assert {"BM25", "MiniLM", "dense", "random"} <= set(stored["ndcg"])
 
 
 def test_merge_full_size_combines_kinds_and_refuses_mismatches():
-    from embedlessons.hardneg_experiments import merge_full_size
+    from embedlessons.experiments.part3 import merge_full_size
 
     def result(kind, steps=150, bm25=0.5):
         return {"settings": {"kinds": [kind], "steps": steps}, "ndcg": {"BM25": bm25, kind: 0.7},

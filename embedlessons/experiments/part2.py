@@ -44,7 +44,7 @@ SWEEP_MAX_LENGTH = 32
 # ----------------------------------------------------------------------------------------------- data, model
 @functools.lru_cache(maxsize=4)
 def _snli_columns(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from .data import load_nli_pairs
+    from ..data import load_nli_pairs
 
     nli = load_nli_pairs("snli", split)
     keep = [i for i, label in enumerate(nli.labels) if label == "entailment"]
@@ -58,7 +58,7 @@ def snli_pairs(split: str = "snli_dev"):
         split: ``"snli_dev"`` (3,329 pairs; the training data of Part 2's sweeps) or ``"snli_test"``
             (3,368 pairs; held out).
     """
-    from .training import PairDataset
+    from ..training import PairDataset
 
     if split not in ("snli_dev", "snli_test"):
         raise ValueError(f"split must be 'snli_dev' or 'snli_test', got {split!r}")
@@ -71,7 +71,7 @@ def sweep_model(seed: int = 0, **overrides):
 
     ``overrides`` replace entries of :data:`SWEEP_MODEL` (e.g. ``num_layers=1``). Same seed, same weights.
     """
-    from .models import small_bert
+    from ..models import small_bert
 
     unknown = set(overrides) - set(SWEEP_MODEL)
     if unknown:
@@ -82,8 +82,8 @@ def sweep_model(seed: int = 0, **overrides):
 @functools.lru_cache(maxsize=2)
 def stsb_evaluator(split: str = "test", max_length: int = 64):
     """:class:`~embedlessons.evaluators.STSEvaluator` on STS-B ``split``; returns ``{"stsb_spearman": rho}``."""
-    from .data import load_sts
-    from .evaluators import STSEvaluator
+    from ..data import load_sts
+    from ..evaluators import STSEvaluator
 
     return STSEvaluator(load_sts("stsb", split), max_length=max_length, name="stsb")
 
@@ -127,8 +127,8 @@ def train_small(loss=None, steps: int = 100, batch_size: int = 32, *, lr: float 
     Returns:
         :class:`SweepRun` whose ``metrics`` are the evaluator's final values.
     """
-    from .losses import in_batch_info_nce
-    from .training import TrainConfig, train
+    from ..losses import in_batch_info_nce
+    from ..training import TrainConfig, train
 
     if loss is None:
         loss = functools.partial(in_batch_info_nce, temperature=temperature, symmetric=symmetric)
@@ -216,7 +216,7 @@ def accumulated_in_batch_loss(anchor: torch.Tensor, positive: torch.Tensor, micr
     accumulating 4 micro-batches of 16 gives the gradient of this loss, not of the batch-64 loss (Gao et al.
     2021, GradCache, computes the latter in chunks).
     """
-    from .losses import in_batch_info_nce
+    from ..losses import in_batch_info_nce
 
     if anchor.shape != positive.shape or anchor.dim() != 2:
         raise ValueError(f"expected anchor and positive of the same shape [B, d], got {tuple(anchor.shape)} "

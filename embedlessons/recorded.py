@@ -1,0 +1,263 @@
+"""Recorded experiments: runs too big for CI, stored with their provenance and read back by the book.
+
+Some numbers in the book come from runs that take half an hour on a CPU (a full-corpus fine-tune, an
+index benchmark at scale). They are *recorded experiments*:
+
+1. a function in ``embedlessons.experiments.partN`` that does the run and returns a JSON-ready dict with
+   its ``settings`` and ``per_query`` scores (so a reader can recompute any mean or paired test);
+2. an entry in :data:`EXPERIMENTS` naming that function, the full-size settings and a *tiny* setting;
+3. one command that runs it and writes ``embedlessons/results/<name>.json``::
+
+       python -m embedlessons.experiments list
+       python -m embedlessons.experiments run scifact_hardneg_full_size      # one (or several) by name
+       python -m embedlessons.experiments run --all                          # every recorded experiment
+       python -m embedlessons.experiments run scifact_hardneg_full_size --set kinds='["bm25"]' --append
+
+   The file holds, beside the function's output, a ``runs`` list: for each command that contributed, the
+   command line, settings, package versions, machine, date, git commit and wall time (:func:`provenance`);
+4. notebooks read the file through :func:`load_result` (which checks it), never by path;
+5. ``tests/test_recorded.py`` runs every entry's function at its tiny setting, so the code that produced a
+   stored number is exercised by CI and cannot rot.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RecordedExperiment", "EXPERIMENTS", "RESULTS_DIR", "result_path", "load_result", "check_result",
+           "provenance", "run_experiment", "main"]
+
+#: Where recorded results live (package data: installed with the package, so Colab finds them too).
+RESULTS_DIR = Path(__file__).parent / "results"
+#: Keys every result file must have; ``per_query`` maps run name -> {query id: score}.
+REQUIRED_KEYS = ("experiment", "settings", "per_query", "runs")
+#: Keys every entry of ``runs`` must have (values may say "not recorded" for runs older than this format).
+RUN_KEYS = ("command", "date", "seconds", "settings", "versions", "machine")
+_VERSIONED = ("embedlessons", "torch", "transformers", "sentence-transformers", "numpy", "faiss-cpu",
+              "scikit-learn", "rank-bm25")
+
+
+@dataclass(frozen=True)
+class RecordedExperiment:
+    """One recorded experiment.
+
+    Attributes:
+        name: result file stem (``embedlessons/results/<name>.json``) and the name on the command line.
+        function: ``"module:function"``; called with keyword settings, returns a dict with ``settings`` and
+            ``per_query``.
+        section: the book section that shows the result, e.g. ``"3.3"``.
+        description: one line for ``list``.
+        settings: full-size keyword arguments (the recorded run); ``--set key=value`` overrides them.
+        tiny: keyword arguments that make the same function finish in seconds (the CI test).
+        merge: ``"module:function"`` that merges results of separate runs (``--append``), or None.
+    """
+
+    name: str
+    function: str
+    section: str
+    description: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    tiny: Mapping[str, Any] = field(default_factory=dict)
+    merge: str | None = None
+
+    def resolve(self, what: str = "function") -> Callable:
+        target = getattr(self, what)
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+#: Every recorded experiment of the book, by name.
+EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
+    RecordedExperiment(
+        name="scifact_hardneg_full_size",
+        function="embedlessons.experiments.part3:full_size_comparison",
+        merge="embedlessons.experiments.part3:merge_full_size",
+        section="3.3",
+        description="MiniLM fine-tuned with random / BM25 / dense / mixed negatives, full SciFact corpus NDCG@10",
+        settings={"kinds": ["random", "bm25", "dense", "mixed"], "steps": 150, "batch_size": 32, "lr": 2e-5,
+                  "doc_max_length": 256, "seed": 0},
+        tiny={"kinds": ["random", "mixed"], "steps": 2, "batch_size": 4, "query_max_length": 16,
+              "doc_max_length": 16, "pool_docs": 600, "test_distractors": 10, "progress": False},
+    ),
+]}
+
+
+def _experiment(name: str) -> RecordedExperiment:
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown recorded experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def result_path(name: str, results_dir: str | Path | None = None) -> Path:
+    """``embedlessons/results/<name>.json`` (or the same name under ``results_dir``)."""
+    return Path(results_dir or RESULTS_DIR) / f"{_experiment(name).name}.json"
+
+
+def check_result(result: Mapping[str, Any], where: str = "result") -> None:
+    """Raise ``ValueError`` naming what is missing if ``result`` is not a well-formed recorded result."""
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}; a recorded result needs {list(REQUIRED_KEYS)}")
+    if not isinstance(result["per_query"], Mapping) or not result["per_query"]:
+        raise ValueError(f"{where}: per_query must map each run to its per-query scores")
+    for run, scores in result["per_query"].items():
+        if not isinstance(scores, Mapping) or not scores:
+            raise ValueError(f"{where}: per_query[{run!r}] must be a non-empty {{query id: score}} mapping")
+    if not isinstance(result["runs"], list) or not result["runs"]:
+        raise ValueError(f"{where}: runs must list the commands that produced this result")
+    for i, run in enumerate(result["runs"]):
+        lacking = [k for k in RUN_KEYS if k not in run]
+        if lacking:
+            raise ValueError(f"{where}: runs[{i}] lacks {lacking}")
+
+
+def load_result(name: str, results_dir: str | Path | None = None) -> dict:
+    """The stored result of recorded experiment ``name``, checked (:func:`check_result`).
+
+    Raises ``FileNotFoundError`` with the command that writes it when it has not been recorded yet.
+    """
+    path = result_path(name, results_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: record it with `python -m embedlessons.experiments run {name}`")
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    check_result(result, where=str(path))
+    return result
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(command: str, settings: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """What a reader needs to reproduce one run: command, settings, versions, machine, date, commit, time."""
+    return {"command": command, "settings": dict(settings), "versions": _versions(), "machine": _machine(),
+            "date": datetime.date.today().isoformat(), "git_commit": _git_commit(), "seconds": round(seconds, 1)}
+
+
+def run_experiment(name: str, overrides: Mapping[str, Any] | None = None, *, tiny: bool = False,
+                   out: str | Path | None = None, append: bool = False, command: str | None = None) -> dict:
+    """Run recorded experiment ``name`` (full size, or its ``tiny`` setting) and return its result.
+
+    ``overrides`` replace individual settings. With ``out`` the result is written there as JSON; with
+    ``append`` it is first merged (the experiment's ``merge`` function) into the result already in ``out``,
+    e.g. one kind of negative per command on a CPU.
+    """
+    experiment = _experiment(name)
+    settings = {**(experiment.tiny if tiny else experiment.settings), **(overrides or {})}
+    if append:
+        if experiment.merge is None:
+            raise ValueError(f"{name} cannot be appended to: it has no merge function")
+        if out is None or not Path(out).exists():
+            raise FileNotFoundError(f"--append needs an existing result file, not {out}")
+    function = experiment.resolve("function")
+    started = time.perf_counter()
+    result = function(**settings)
+    command = command or f"python -m embedlessons.experiments run {name}" + (" --tiny" if tiny else "")
+    result = {"experiment": name, **result, "runs": [provenance(command, settings, time.perf_counter() - started)]}
+    check_result(result, where=f"{name} (just computed)")
+    if append:
+        previous = json.loads(Path(out).read_text())
+        result = {"experiment": name, **experiment.resolve("merge")([previous, result])}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; a value is read as JSON when it parses (numbers, lists, true/null), else a string."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m embedlessons.experiments {list, run}``: see the module docstring."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m embedlessons.experiments",
+                                     description="Run the book's recorded experiments and store their results "
+                                                 "(with command, settings, versions, machine and date).")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list the recorded experiments and whether a result is stored")
+    run = sub.add_parser("run", help="run one or more recorded experiments and write their result files")
+    run.add_argument("names", nargs="*", help="experiment names (see `list`)")
+    run.add_argument("--all", action="store_true", help="run every recorded experiment")
+    run.add_argument("--tiny", action="store_true", help="the seconds-long setting CI uses (not for the book)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one setting, e.g. --set steps=300 --set kinds='[\"bm25\"]' (JSON values)")
+    run.add_argument("--out-dir", type=Path, default=None,
+                     help=f"where to write <name>.json (default: {RESULTS_DIR}; --tiny needs one)")
+    run.add_argument("--append", action="store_true",
+                     help="merge into the result already stored (e.g. other kinds, same settings)")
+    args = parser.parse_args(argv)
+
+    if args.action == "list":
+        for e in EXPERIMENTS.values():
+            stored = "stored" if result_path(e.name).exists() else "not recorded"
+            print(f"{e.name:32s} section {e.section:5s} {stored:13s} {e.description}")
+        return 0
+    names = list(EXPERIMENTS) if args.all else args.names
+    if not names:
+        parser.error("name at least one experiment, or --all")
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiments {unknown}; known: {sorted(EXPERIMENTS)}")
+    if args.tiny and args.out_dir is None:
+        parser.error("--tiny results are not the book's: give --out-dir")
+    try:
+        overrides = _parse_set(args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    command = "python -m embedlessons.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for name in names:
+        out = result_path(name, args.out_dir)
+        result = run_experiment(name, overrides, tiny=args.tiny, out=out, append=args.append, command=command)
+        print(f"{name}: wrote {out} ({len(result['per_query'])} runs with per-query scores)")
+    return 0
