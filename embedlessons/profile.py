@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-__all__ = ["ScaleProfile", "CPU", "GPU", "get_profile", "cuda_available"]
+__all__ = ["ScaleProfile", "CPU", "GPU", "get_profile", "cuda_available", "full_size_here"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,18 @@ def get_profile(name: str | None = None) -> ScaleProfile:
         raise RuntimeError("the 'gpu' profile needs CUDA, which torch does not see here; "
                            "use EMBEDLESSONS_PROFILE=cpu (or auto)")
     return _PROFILES[name]
+
+
+def full_size_here(what: str) -> bool:
+    """Guard of a notebook's full-size (``gpu``-tagged) cell, so that "Run all" never stops at one.
+
+    Returns True where CUDA exists. Elsewhere it prints that the cell would ``what`` (e.g. "fine-tune
+    MiniLM for 150 steps on the full corpus") and returns False, so the cell's body, written under
+    ``if full_size_here(...):``, is skipped and the notebook runs on.
+    """
+    if not what or not what.strip():
+        raise ValueError("say what the full-size cell would do, e.g. 'train 1,000 steps of batch 64'")
+    if cuda_available():
+        return True
+    print(f"No CUDA GPU here, so this full-size cell does not run. On a GPU it would {what.strip()}.")
+    return False

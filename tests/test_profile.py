@@ -21,3 +21,16 @@ def test_gpu_profile_needs_cuda(monkeypatch):
             get_profile("gpu")
         monkeypatch.setenv("EMBEDLESSONS_PROFILE", "auto")
         assert get_profile() is CPU
+
+
+def test_full_size_cells_say_what_they_would_do_without_cuda(monkeypatch, capsys):
+    from embedlessons import profile
+
+    monkeypatch.setattr(profile, "cuda_available", lambda: False)
+    assert profile.full_size_here("train 1,000 steps") is False
+    assert "On a GPU it would train 1,000 steps." in capsys.readouterr().out
+    monkeypatch.setattr(profile, "cuda_available", lambda: True)
+    assert profile.full_size_here("train 1,000 steps") is True
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="say what"):
+        profile.full_size_here(" ")
