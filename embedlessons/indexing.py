@@ -267,11 +267,11 @@ def exact_search(queries, vectors, k: int = 10, batch_size: int = 1024) -> tuple
     return scores, ids
 
 
-def recall_at_k(approx_ids, exact_ids, k: int | None = None) -> float:
+def recall_at_k(approx_ids, exact_ids, k: int | None = None, *, per_query: bool = False) -> float | np.ndarray:
     """Mean over queries of |approx top-k ∩ exact top-k| / k (the usual ANN "k-recall@k").
 
     Both are int arrays [Q, >= k] of ids; -1 (not found) never matches. ``k`` defaults to the
-    width of ``exact_ids``."""
+    width of ``exact_ids``. ``per_query=True`` returns the [Q] array of each query's recall instead."""
     a, e = np.asarray(approx_ids), np.asarray(exact_ids)
     if a.ndim != 2 or e.ndim != 2 or a.shape[0] != e.shape[0]:
         raise ValueError(f"approx_ids and exact_ids must be 2-D with the same number of rows, got {a.shape} "
@@ -281,10 +281,9 @@ def recall_at_k(approx_ids, exact_ids, k: int | None = None) -> float:
     k = e.shape[1] if k is None else _positive_int(k, "k")
     if k > a.shape[1] or k > e.shape[1]:
         raise ValueError(f"k={k} exceeds the result width ({a.shape[1]} approximate, {e.shape[1]} exact)")
-    hits = 0
-    for row_a, row_e in zip(a[:, :k], e[:, :k]):
-        hits += len(set(row_a[row_a >= 0].tolist()) & set(row_e.tolist()))
-    return hits / (k * a.shape[0])
+    hits = np.array([len(set(row_a[row_a >= 0].tolist()) & set(row_e.tolist()))
+                     for row_a, row_e in zip(a[:, :k], e[:, :k])])
+    return hits / k if per_query else float(hits.sum() / (k * a.shape[0]))
 
 
 def index_memory_bytes(index) -> int:

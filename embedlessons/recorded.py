@@ -61,6 +61,8 @@ class RecordedExperiment:
         settings: full-size keyword arguments (the recorded run); ``--set key=value`` overrides them.
         tiny: keyword arguments that make the same function finish in seconds (the CI test).
         merge: ``"module:function"`` that merges results of separate runs (``--append``), or None.
+        split_by: settings that may differ between the runs merged into one result (e.g. ``kinds``: one kind
+            of negative per command); every other full-size setting is the same in every stored run.
     """
 
     name: str
@@ -70,6 +72,7 @@ class RecordedExperiment:
     settings: Mapping[str, Any] = field(default_factory=dict)
     tiny: Mapping[str, Any] = field(default_factory=dict)
     merge: str | None = None
+    split_by: tuple[str, ...] = ()
 
     def resolve(self, what: str = "function") -> Callable:
         target = getattr(self, what)
@@ -89,6 +92,24 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
                   "doc_max_length": 256, "seed": 0},
         tiny={"kinds": ["random", "mixed"], "steps": 2, "batch_size": 4, "query_max_length": 16,
               "doc_max_length": 16, "pool_docs": 600, "test_distractors": 10, "progress": False},
+        split_by=("kinds",),
+    ),
+    RecordedExperiment(
+        name="faiss_indexes_scifact",
+        function="embedlessons.experiments.part3_indexes:index_comparison",
+        section="3.4",
+        description="FAISS index types on SciFact's 5,183 abstracts (MiniLM): recall@10, latency, memory",
+        settings={"collection": "scifact", "vectors": "minilm"},
+        tiny={"collection": "scifact", "vectors": "static", "limit": 400, "progress": False},
+    ),
+    RecordedExperiment(
+        name="faiss_indexes_large",
+        function="embedlessons.experiments.part3_indexes:index_comparison",
+        section="3.4",
+        description="FAISS index types on ~104k staged English texts (static MiniLM vectors): recall@10, latency, "
+                    "memory",
+        settings={"collection": "large", "vectors": "static"},
+        tiny={"collection": "large", "vectors": "static", "limit": 400, "progress": False},
     ),
 ]}
 

@@ -29,7 +29,7 @@ def test_stored_results_are_well_formed(name):
     # the full-size settings of the entry are what the stored runs used (overrides only split the work)
     for run in result["runs"]:
         for key, value in EXPERIMENTS[name].settings.items():
-            if key != "kinds":
+            if key not in EXPERIMENTS[name].split_by:
                 assert run["settings"].get(key) == value, (name, key)
 
 
@@ -59,7 +59,9 @@ def test_bad_input_is_refused_with_the_way_out(tmp_path):
     with pytest.raises(ValueError, match="per_query\\['a'\\]"):
         check_result({"experiment": name, "settings": {}, "per_query": {"a": {}}, "runs": [{}]})
     with pytest.raises(FileNotFoundError, match="--append needs"):
-        recorded.run_experiment(name, out=tmp_path / "absent.json", append=True)
+        recorded.run_experiment("scifact_hardneg_full_size", out=tmp_path / "absent.json", append=True)
+    with pytest.raises(ValueError, match="no merge function"):
+        recorded.run_experiment("faiss_indexes_scifact", out=tmp_path / "absent.json", append=True)
 
 
 def test_command_line(capsys, tmp_path):
