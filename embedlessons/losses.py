@@ -12,8 +12,12 @@ loss                         inputs                                        sente
 :func:`triplet_loss`         anchor, positive, negative                    TripletLoss
 :func:`simcse_loss`          two dropout views of the same texts           MNRL on (text, text) pairs
 :func:`cosent_loss`          two texts and a graded score                  CoSENTLoss
+:func:`angle_loss`           two texts and a graded score                  AnglELoss
 :func:`mse_cosine_loss`      two texts and a score in [-1, 1]              CosineSimilarityLoss
 ===========================  ============================================  ==============================
+
+Part 4 adds task losses for classification and clustering (:mod:`embedlessons.task_losses`) and the
+Matryoshka wrapper (:mod:`embedlessons.matryoshka`), which work on any loss here.
 
 ``temperature`` may be a float or a 0-dim tensor (e.g. ``LearnableTemperature()()``); sentence-transformers
 calls its inverse ``scale`` (``scale = 1 / temperature``, so 0.05 <-> 20). Embeddings are L2-normalised
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LossOutput", "info_nce", "in_batch_info_nce", "triplet_loss", "simcse_loss", "cosent_loss",
-           "mse_cosine_loss", "LearnableTemperature", "supervised_contrastive"]
+           "angle_similarity", "angle_loss", "mse_cosine_loss", "LearnableTemperature", "supervised_contrastive"]
 
 
 @dataclass
@@ -297,6 +301,70 @@ def cosent_loss(emb1: Tensor, emb2: Tensor, scores: Tensor, scale: float | Tenso
     higher = scores[:, None] > scores[None, :]              # pair i should score above pair j
     loss = torch.logsumexp(torch.cat([s.new_zeros(1), diff[higher]]), dim=0)
     return LossOutput(loss, _scored_stats(sims, scores))
+
+
+def angle_similarity(emb1: Tensor, emb2: Tensor) -> Tensor:
+    """AnglE's similarity of B pairs: ``|cos(x, y) + sin(x, y)|`` [B], after L2 normalisation.
+
+    Each vector of width d is read as d/2 complex numbers ``z_k = x_k + i x_{k + d/2}`` (an odd d gets one
+    zero coordinate appended). The *sine* term ``sum_k (x_{k+d/2} y_k - x_k y_{k+d/2})`` is the imaginary
+    part of ``sum_k z_x conj(z_y)``, the cosine its real part; AnglE compares pairs by ``|real + imaginary|``.
+    This is the form of the authors' code and of sentence-transformers' ``pairwise_angle_sim``; it is not
+    an angle in the geometric sense, and it depends on which coordinates are paired.
+
+    Args:
+        emb1, emb2: [B, d] the two sides of B pairs.
+
+    References:
+        Li & Li (2023), AnglE-optimized Text Embeddings (arXiv 2309.12871).
+    """
+    _check(emb1=(emb1, 2), emb2=(emb2, 2))
+    if emb1.shape[1] % 2:                                   # pair coordinate k with k + d/2: make d even
+        emb1, emb2 = F.pad(emb1, (0, 1)), F.pad(emb2, (0, 1))
+    x, y = F.normalize(emb1, dim=-1), F.normalize(emb2, dim=-1)
+    real = (x * y).sum(-1)
+    x_re, x_im = x.chunk(2, dim=-1)
+    y_re, y_im = y.chunk(2, dim=-1)
+    imag = (x_im * y_re - x_re * y_im).sum(-1)
+    return (real + imag).abs()
+
+
+def angle_loss(emb1: Tensor, emb2: Tensor, scores: Tensor, scale: float | Tensor = 20.0) -> LossOutput:
+    """AnglE (Li & Li 2023): the CoSENT ranking objective on :func:`angle_similarity` instead of the cosine.
+
+    For every two pairs (i, j) with ``score_i > score_j``:
+    ``loss = log(1 + sum_{score_i > score_j} exp(scale * (a_j - a_i)))`` with ``a = angle_similarity``.
+    The motivation: the cosine saturates near +-1, where its gradient vanishes; the angle term does not
+    (the paper's argument; whether it helps is measured, not assumed).
+
+    Args:
+        emb1, emb2: [B, d] the two sides of B pairs.
+        scores: [B] gold similarity (any monotone scale; ties give no term).
+        scale: > 0, the inverse temperature (20 as in sentence-transformers).
+
+    References:
+        Li & Li (2023), AnglE-optimized Text Embeddings (arXiv 2309.12871), Eq. 3 (the subtraction order
+        follows the authors' code, as sentence-transformers notes); Su (2022), CoSENT.
+
+    Inputs:
+        (sentence_A, sentence_B) pairs with a float score.
+
+    Relations:
+        Equals sentence-transformers' ``AnglELoss(scale=scale)`` on pairs (value and gradients).
+        :func:`cosent_loss` is the same objective on the cosine; the AnglE paper trains with both and with
+        in-batch negatives together. ``stats`` report cosines, as the other losses do.
+
+    Example:
+        >>> e1, e2, s = torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0.0, 2.5, 4.0, 5.0])
+        >>> angle_loss(e1, e2, s).loss  # doctest: +SKIP
+    """
+    _check(emb1=(emb1, 2), emb2=(emb2, 2), scores=(scores, 1))
+    scale = _positive(scale, "scale")
+    s = angle_similarity(emb1, emb2) * scale
+    diff = s[None, :] - s[:, None]                          # diff[i, j] = s_j - s_i
+    higher = scores[:, None] > scores[None, :]              # pair i should score above pair j
+    loss = torch.logsumexp(torch.cat([s.new_zeros(1), diff[higher]]), dim=0)
+    return LossOutput(loss, _scored_stats(F.cosine_similarity(emb1, emb2, dim=-1), scores))
 
 
 def mse_cosine_loss(emb1: Tensor, emb2: Tensor, scores: Tensor) -> LossOutput:
