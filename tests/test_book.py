@@ -2,6 +2,7 @@
 that the book build and nbval both skip without CUDA, and no logic hidden in notebooks' set-up."""
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,73 @@ def test_every_notebook_is_in_the_toc_exactly_once():
         assert (ROOT / f"{f}.md").exists() or (ROOT / f"{f}.ipynb").exists(), f
 
 
-def test_setup_cells_install_from_the_configured_repository():
+def _project():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def setup_cell_source() -> str:
+    """The one set-up cell every notebook starts with: in Colab, ``%pip install`` (so a failure shows pip's
+    message) of the package at the release tag ``v<version>`` from the repository URL in ``_config.yml``."""
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    tag = "v" + _project()["version"]
+    return ("# Set-up. In Colab this installs embedlessons (release " + tag + ") from the book's\n"
+            "# repository, and data then come from the Hugging Face hub. On a local checkout,\n"
+            "# where the package is installed, it does nothing.\n"
+            "import sys\n"
+            "if \"google.colab\" in sys.modules:\n"
+            f"    %pip install -q \"embedlessons[colab] @ git+{url}@{tag}\"")
+
+
+def test_setup_cells_install_a_pinned_release_from_the_configured_repository():
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert url.startswith("https://")
+    expected = setup_cell_source()
     for path in NOTEBOOKS:
         setup = [c for c in _cells(path) if "colab-setup" in c["metadata"].get("tags", [])]
         assert len(setup) == 1, f"{path.name}: expected one set-up cell"
-        source = "".join(setup[0]["source"])
-        assert f"git+{url}" in source, f"{path.name}: set-up cell does not install from {url}"
-        assert '"google.colab" in sys.modules' in source, f"{path.name}: set-up must do nothing outside Colab"
+        assert _cells(path).index(setup[0]) <= 1, f"{path.name}: the set-up cell must come first"
+        assert "".join(setup[0]["source"]) == expected, f"{path.name}: set-up cell differs from setup_cell_source()"
+
+
+def _notebook_imports() -> set[str]:
+    modules = set()
+    for path in NOTEBOOKS:
+        for cell in _cells(path):
+            if cell["cell_type"] == "code":
+                for line in "".join(cell["source"]).splitlines():
+                    m = re.match(r"\s*(?:from|import)\s+([A-Za-z_][\w]*)", line)
+                    if m:
+                        modules.add(m.group(1))
+    return modules
+
+
+#: what a Colab runtime already has (its preinstalled packages); everything else a notebook imports must come
+#: from the package's dependencies or its [colab] extra
+COLAB_PROVIDES = {"numpy", "matplotlib", "torch", "transformers", "scipy", "sklearn", "pandas", "yaml", "IPython",
+                  "tqdm", "requests"}
+
+
+def test_colab_extra_covers_what_the_notebooks_import():
+    import importlib.metadata as md
+
+    project = _project()
+    declared = project["dependencies"] + project["optional-dependencies"]["colab"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    dists = md.packages_distributions()
+    missing = []
+    for module in sorted(_notebook_imports()):
+        if module in sys.stdlib_module_names or module in COLAB_PROVIDES or module == "embedlessons":
+            continue
+        providers = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not providers & names:
+            missing.append(f"{module} (from {sorted(providers)})")
+    assert not missing, f"notebooks import modules that neither the dependencies nor [colab] provide: {missing}"
+    # Colab preinstalls an older sentence-transformers: the extra must ask for the version the code needs
+    book_st = [d for d in project["optional-dependencies"]["book"] if d.startswith("sentence-transformers")]
+    colab_st = [d for d in project["optional-dependencies"]["colab"] if d.startswith("sentence-transformers")]
+    assert colab_st and [d.split("#")[0].strip() for d in colab_st] == [d.split("#")[0].strip() for d in book_st]
 
 
 def test_gpu_cells_are_skipped_by_the_book_build_too():
@@ -59,6 +118,8 @@ def test_gpu_cells_are_skipped_by_the_book_build_too():
                 # no stored output to compare with: on a GPU machine nbval runs the cell and must not
                 # fail on "unexpected output fields"
                 assert "nbval-ignore-output" in tags, f"{path.name}: gpu cell without nbval-ignore-output"
+                # "Run all" on a CPU runtime must not stop here: the cell checks for CUDA itself
+                assert "if full_size_here(" in "".join(cell["source"]), f"{path.name}: gpu cell without full_size_here"
 
 
 def test_notebooks_have_stored_outputs_and_no_errors():
