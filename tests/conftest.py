@@ -2,6 +2,25 @@
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread (and do not spin-wait on a busy machine).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Every test writes runs and embeddings into its own folder, never into the user's cache."""
+    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EMBEDLESSONS_NO_CACHE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_recorded_result(tmp_path_factory):
     """``tiny_recorded_result(name)``: recorded experiment ``name`` run once per session at its tiny setting

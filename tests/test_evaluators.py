@@ -15,17 +15,7 @@ from embedlessons.retrieval import dense_run
 from embedlessons.training import TrainConfig, pairs_from_retrieval, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,7 @@ def tiny(seed: int = 0):
     return small_bert(num_layers=1, hidden_size=64, num_heads=2, intermediate_size=128, seed=seed)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBEDLESSONS_NO_CACHE", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")   # tests/conftest.py
 
 
 def _pairs(n, prefix="q"):

@@ -39,20 +39,7 @@ def snli():
     return load_nli_pairs("snli")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (and do not spin-wait on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Every test writes runs and embeddings into its own folder, never into the user's cache."""
-    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("EMBEDLESSONS_NO_CACHE", raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")   # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------ datasets
