@@ -173,3 +173,67 @@ def test_dense_miner_stub():
     def stub(q, d, positives, k):
         raise NotImplementedError
     assert "NotImplementedError" in check_dense_miner(stub).message
+
+
+# ----------------------------------------------------------------------------- more to try: teacher scorer
+
+from embedlessons.exercises.part3 import StandInCrossEncoder, check_teacher_scorer  # noqa: E402
+from embedlessons.negatives import TeacherFilter  # noqa: E402
+
+
+def wrap_predict(cross_encoder):
+    return lambda query, docs: cross_encoder.predict([(query, d) for d in docs])
+
+
+def wrap_rank_reordered(cross_encoder):
+    def scorer(query, docs):
+        scores = np.zeros(len(docs))
+        for hit in cross_encoder.rank(query, docs):
+            scores[hit["corpus_id"]] = hit["score"]
+        return scores
+    return scorer
+
+
+@pytest.mark.parametrize("make_scorer", [wrap_predict, wrap_rank_reordered,
+                                         lambda ce: lambda q, docs: [float(ce.predict((q, d))) for d in docs]])
+def test_teacher_scorer_right_answers_pass(make_scorer):
+    result = check_teacher_scorer(make_scorer)
+    assert result.passed, result.message
+
+
+def test_a_passing_scorer_works_in_teacher_filter():
+    queries = {"q": "statins lower heart attacks"}
+    corpus = {"d1": "statins lower heart attacks", "d2": "sleep and memory"}
+    f = TeacherFilter(wrap_predict(StandInCrossEncoder()), queries, corpus, threshold=0.5)
+    expected = [StandInCrossEncoder.pair_score(queries["q"], corpus[d]) for d in ("d1", "d2")]
+    assert f._score("q", ["d1", "d2"]).tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def _stub(ce):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("make_scorer, diagnosis", [
+    (lambda ce: lambda q, docs: ce.predict([(d, q) for d in docs]), "(document, query)"),
+    (lambda ce: lambda q, docs: [h["score"] for h in ce.rank(q, docs)], "ranked order"),
+    (lambda ce: lambda q, docs: 1 / (1 + np.exp(-ce.predict([(q, d) for d in docs]))), "sigmoid"),
+    (lambda ce: lambda q, docs: ce.predict([("statins lower the risk of heart attacks in older adults", d)
+                                            for d in docs]), "another query"),
+    (lambda ce: lambda q, docs: np.zeros(len(docs)), "never called"),
+    (lambda ce: lambda q, docs: ce.predict([(q, d) for d in docs])[:-1], "one score per document"),
+    (lambda ce: lambda q, docs: ce.predict([q] + docs), "TypeError"),
+    (lambda ce: lambda q, docs: ce.rank(q, docs), "numbers"),
+    (lambda ce: None, "must return a function"),
+    (_stub, "NotImplementedError"),
+    (lambda ce: lambda q, docs: ce.predict([(q, d) for d in docs]) * 2, "differ"),
+])
+def test_teacher_scorer_mistakes_are_named(make_scorer, diagnosis):
+    result = check_teacher_scorer(make_scorer)
+    assert not result.passed and diagnosis in result.message, result.message
+
+
+def test_stand_in_scores_depend_on_pair_order():
+    ce = StandInCrossEncoder()
+    assert ce.predict([("a b c", "a")])[0] != ce.predict([("a", "a b c")])[0]
+    with pytest.raises(TypeError, match="pairs"):
+        ce.predict(["just a string", "and another", "and a third"])

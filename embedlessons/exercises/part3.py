@@ -1,4 +1,5 @@
-"""Part 3 checkers: Exercise 3 (BM25 scores) and Exercise 4 (a dynamic hard-negative miner)."""
+"""Part 3 checkers: Exercise 3 (BM25 scores), Exercise 4 (a dynamic hard-negative miner) and, from section
+3.5's "more to try", the cross-encoder scorer that :class:`embedlessons.negatives.TeacherFilter` needs."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,8 @@ import numpy as np
 
 from .common import CheckResult
 
-__all__ = ["check_bm25", "check_dense_miner", "EXERCISE_3_CORPUS", "EXERCISE_3_QUERIES", "exercise_4_data"]
+__all__ = ["check_bm25", "check_dense_miner", "check_teacher_scorer", "EXERCISE_3_CORPUS", "EXERCISE_3_QUERIES",
+           "exercise_4_data", "StandInCrossEncoder"]
 
 # ----------------------------------------------------------------------------- Exercise 3: BM25
 
@@ -238,3 +240,104 @@ def check_dense_miner(fn: Callable, k: int = 5) -> CheckResult:
         return CheckResult(False, "the right documents, but not sorted hardest first")
     return CheckResult(False, "these are not the k highest-scoring non-positive documents (score = dot product "
                               "of query and document vectors)")
+
+
+# ----------------------------------------------------------------------------- more to try: a teacher scorer
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+class StandInCrossEncoder:
+    """Offline stand-in for ``sentence_transformers.CrossEncoder`` with its ``predict`` and ``rank`` calls.
+
+    ``predict([(query, doc), ...]) -> np.ndarray`` of one score per pair: the share of the query's words that
+    the document contains, plus a small length term. The score depends on the order within a pair (a
+    swapped pair scores differently), so a wrapper that puts the document first shows it. Every call is
+    recorded in ``calls``.
+    """
+
+    def __init__(self):
+        self.calls: list[list[tuple[str, str]]] = []
+
+    @staticmethod
+    def pair_score(query: str, doc: str) -> float:
+        q, d = _words(query), _words(doc)
+        return len(q & d) / max(len(q), 1) + 0.01 * len(d)
+
+    def predict(self, inputs, batch_size: int = 32, show_progress_bar: bool | None = None, **kwargs) -> np.ndarray:
+        single = isinstance(inputs, (tuple, list)) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs)
+        pairs = [tuple(inputs)] if single else list(inputs)
+        if not all(isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
+            raise TypeError("CrossEncoder.predict expects a list of (query, document) pairs of strings")
+        self.calls.append([tuple(p) for p in pairs])
+        scores = np.array([self.pair_score(q, d) for q, d in pairs], dtype=np.float32)
+        return scores[0] if single else scores
+
+    def rank(self, query: str, documents, top_k: int | None = None, **kwargs) -> list[dict]:
+        scores = self.predict([(query, d) for d in documents])
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+
+
+_TEACHER_QUERIES = ["statins lower the risk of heart attacks in older adults",
+                    "vitamin d deficiency is linked to bone fractures"]
+_TEACHER_DOCS = ["statins reduce heart attacks",
+                 "a large trial of statins in adults over seventy found fewer heart attacks and strokes",
+                 "bone fractures in older adults with low vitamin d",
+                 "heart",
+                 "sleep and memory in adolescents: a cohort study of school performance"]
+
+
+def check_teacher_scorer(make_scorer: Callable, rtol: float = 1e-5) -> CheckResult:
+    """More to try, "a cross-encoder as the teacher": ``make_scorer(cross_encoder) -> scorer``, where
+    ``scorer(query_text, doc_texts) -> scores [len(doc_texts)]`` in the order of ``doc_texts``, higher = more
+    relevant, as :class:`~embedlessons.negatives.TeacherFilter` expects.
+
+    Runs offline: ``make_scorer`` gets a :class:`StandInCrossEncoder` (the same ``predict`` and ``rank`` as
+    sentence-transformers' ``CrossEncoder``); the scorer must return its ``predict`` scores of the (query,
+    document) pairs, for two queries, and the checker names the mistake when it recognises one.
+    """
+    teacher = StandInCrossEncoder()
+    try:
+        scorer = make_scorer(teacher)
+    except NotImplementedError:
+        return CheckResult(False, "make_scorer raises NotImplementedError: fill in the body")
+    if not callable(scorer):
+        return CheckResult(False, f"make_scorer must return a function scorer(query, doc_texts), got {type(scorer).__name__}")
+    docs = list(_TEACHER_DOCS)
+    for query in _TEACHER_QUERIES:
+        try:
+            out = scorer(query, list(docs))
+        except NotImplementedError:
+            return CheckResult(False, "the scorer raises NotImplementedError: fill in the body")
+        except TypeError as exc:
+            return CheckResult(False, f"the scorer raised TypeError: {exc} (called as scorer(query_text, doc_texts))")
+        try:
+            got = np.asarray(out, dtype=np.float64).reshape(-1) if np.ndim(out) <= 1 else np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError):
+            return CheckResult(False, "the scorer must return numbers (one score per document), e.g. predict's array; "
+                                      "rank() returns dicts")
+        if got.shape != (len(docs),):
+            return CheckResult(False, f"expected one score per document, shape ({len(docs)},), got {got.shape}")
+        if not teacher.calls:
+            return CheckResult(False, "the cross-encoder was never called: score the pairs with its predict")
+        right = np.array([teacher.pair_score(query, d) for d in docs])
+        close = lambda ref: np.allclose(got, ref, rtol=rtol, atol=1e-6)
+        if close(right):
+            continue
+        if close(np.array([teacher.pair_score(d, query) for d in docs])):
+            return CheckResult(False, "the pairs are (document, query): a cross-encoder expects (query, document), "
+                                      "in the order it was trained on")
+        if close(np.sort(right)[::-1]):
+            return CheckResult(False, "the scores are in ranked order (as rank() returns them), not in the order of "
+                                      "doc_texts: use predict, or put each score back at its corpus_id")
+        if close(1 / (1 + np.exp(-right))):
+            return CheckResult(False, "the scores went through a sigmoid: predict already applies the model's "
+                                      "activation; return its scores as they are")
+        other = [q for q in _TEACHER_QUERIES if q != query][0]
+        if close(np.array([teacher.pair_score(other, d) for d in docs])):
+            return CheckResult(False, "the scores belong to another query: use the query_text argument")
+        return CheckResult(False, "the scores differ from the cross-encoder's predict on the (query, document) pairs")
+    return CheckResult(True, f"one predict score per document, from (query, document) pairs, in the order of doc_texts "
+                             f"({len(teacher.calls)} predict calls): ready for TeacherFilter(scorer, ...)")
