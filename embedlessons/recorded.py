@@ -111,6 +111,20 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
         settings={"collection": "large", "vectors": "static"},
         tiny={"collection": "large", "vectors": "static", "limit": 400, "progress": False},
     ),
+    RecordedExperiment(
+        name="multitask_four_tasks",
+        function="embedlessons.experiments.part4:recipe_comparison",
+        merge="embedlessons.experiments.part4:merge_recipe_results",
+        section="4.1, 4.3, 4.4",
+        description="MiniLM fine-tuned by retrieval-only and multi-task recipes (samplers, task weights), 3 seeds, "
+                    "scored on SciFact, STS-B and AG News (classification, clustering)",
+        settings={"recipes": ["base", "retrieval", "multitask"], "seeds": [0, 1, 2], "steps": 60,
+                  "batch_size": 32, "lr": 5e-5, "max_length": 64, "top_layers": 3},
+        tiny={"recipes": ["base", "retrieval", "multitask"], "seeds": [0], "steps": 2, "batch_size": 4,
+              "rows_per_task": 40, "scifact_distractors": 10, "sts_pairs": 30, "news_train": 40, "news_test": 40,
+              "progress": False},
+        split_by=("recipes",),
+    ),
 ]}
 
 
@@ -181,9 +195,14 @@ def _machine() -> dict[str, Any]:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        here = Path(__file__).parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return commit + (" + uncommitted changes to embedlessons/" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
