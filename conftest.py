@@ -4,7 +4,7 @@
 - Stored notebook outputs come from the CPU scale profile; run nbval with it everywhere, so a GPU
   machine checks the same outputs. Cells tagged ``gpu`` run the full-size variant explicitly.
 - Cells tagged ``gpu`` are skipped when CUDA is absent.
-- At the end, print how long each notebook took.
+- At the end, print how long each notebook and the slowest test files took.
 """
 import os
 import time
@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 _notebook_seconds: dict[str, float] = defaultdict(float)
+_file_seconds: dict[str, float] = defaultdict(float)
 
 
 def _cuda() -> bool:
@@ -48,7 +49,18 @@ def pytest_runtest_call(item):
         _notebook_seconds[Path(str(item.fspath)).name] += time.perf_counter() - start
 
 
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    if not path.endswith(".ipynb"):
+        _file_seconds[path] += report.duration
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _file_seconds:
+        terminalreporter.section("test file times (setup + call + teardown)")
+        for path, seconds in sorted(_file_seconds.items(), key=lambda kv: -kv[1])[:15]:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
+        terminalreporter.write_line(f"{sum(_file_seconds.values()):7.1f} s  all test files")
     if _notebook_seconds:
         terminalreporter.section("notebook times (cell execution)")
         for name, seconds in sorted(_notebook_seconds.items()):
