@@ -424,7 +424,16 @@ class LabelledTexts:
 
 
 def load_retrieval(name: str = "scifact", split: str = "test") -> RetrievalDataset:
-    """BEIR-layout retrieval set; queries are those with qrels in ``split``."""
+    """BEIR-layout retrieval set; queries are those with qrels in ``split``.
+
+    ``name`` is one of the book's datasets, or the path of your own BEIR-layout folder
+    (:func:`embedlessons.own_data.load_retrieval_folder`: the same checks, errors with file and line).
+    """
+    if name not in DATASETS:
+        from .own_data import is_folder_name, load_retrieval_folder
+
+        if is_folder_name(name):
+            return load_retrieval_folder(name, split)
     info = _get_info(name, "retrieval", "load_retrieval")
     split = _check_split(info, "retrieval", split)
     folder = find_dataset(name, "retrieval", split)

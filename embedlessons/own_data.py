@@ -1,0 +1,171 @@
+"""Your own data: the book's loaders for files you bring, with the same checks as the staged sets.
+
+A retrieval collection in the BEIR layout (Thakur et al. 2021)::
+
+    my_collection/
+        corpus.jsonl        {"_id": "d1", "title": "...", "text": "..."}   one document per line
+        queries.jsonl       {"_id": "q1", "text": "..."}                   one query per line
+        qrels/test.tsv      query-id <TAB> corpus-id <TAB> score           header row, then one judgement per line
+
+loads with ``load_retrieval("path/to/my_collection", split="test")`` (an argument that is not one of the
+book's dataset names and names a folder, or contains a path separator, is read as a folder). Training and evaluation files with named
+columns load with :func:`load_scored_pairs_file` (sentence1, sentence2, score), :func:`load_pairs_file`
+(anchor, positive) and :func:`load_triplets_file` (anchor, positive, negative), from TSV (a header row,
+tab-separated) or JSONL (one object per line). Every error names the file, the line and what was expected.
+
+    >>> from embedlessons.data import load_retrieval
+    >>> ds = load_retrieval("data/my_collection", split="test")     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data import (DataFormatError, DatasetNotFoundError, RetrievalDataset, ScoredPairs, Triplets, _bad, _read_jsonl,
+                   _read_tsv)
+
+__all__ = ["is_folder_name", "load_retrieval_folder", "load_scored_pairs_file", "load_pairs_file",
+           "load_triplets_file", "Pairs", "BEIR_LAYOUT"]
+
+BEIR_LAYOUT = ("corpus.jsonl", "queries.jsonl", "qrels/<split>.tsv")
+
+
+def is_folder_name(name: str | os.PathLike) -> bool:
+    """True when ``name`` should be read as a path, not a dataset name: a Path, an existing folder, or a string
+    with a path separator or a leading ``.`` / ``~``."""
+    if isinstance(name, os.PathLike):
+        return True
+    return isinstance(name, str) and (os.sep in name or "/" in name or name.startswith((".", "~"))
+                                      or Path(name).is_dir())
+
+
+def load_retrieval_folder(folder: str | os.PathLike, split: str = "test", name: str | None = None) -> RetrievalDataset:
+    """A BEIR-layout folder as a :class:`~embedlessons.data.RetrievalDataset` (the queries judged in ``split``).
+
+    Raises :class:`~embedlessons.data.DatasetNotFoundError` naming the missing files and the expected layout,
+    and :class:`~embedlessons.data.DataFormatError` with the file and line for malformed JSON, a missing
+    ``_id`` / ``text``, duplicate ids, a qrels row whose ids are not in the corpus or the queries, a
+    non-integer score, an empty corpus, or a split without any judgement.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{root} is not a folder; a retrieval collection is a folder with "
+                                   f"{', '.join(BEIR_LAYOUT)}")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"split must be a non-empty string such as 'test', got {split!r}")
+    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "qrels": root / "qrels" / f"{split}.tsv"}
+    missing = [str(p.relative_to(root)) for p in files.values() if not p.is_file()]
+    if missing:
+        splits = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        hint = f" (qrels/ has the splits {splits})" if splits and "qrels" in missing[-1] else ""
+        raise DatasetNotFoundError(f"{root} lacks {', '.join(missing)}{hint}; a retrieval collection is a folder "
+                                   f"with {', '.join(BEIR_LAYOUT)}")
+    corpus = {i: {"title": t, "text": x} for i, t, x in _read_jsonl(files["corpus"], ("_id", "text"))}
+    all_queries = {i: x for i, _, x in _read_jsonl(files["queries"], ("_id", "text"))}
+    qrels: dict[str, dict[str, int]] = {}
+    path = files["qrels"]
+    for line, r in _read_tsv(path, ("query-id", "corpus-id", "score")):
+        q, d = r["query-id"], r["corpus-id"]
+        if d not in corpus:
+            raise _bad(path, line, f"corpus-id {d!r} is not in corpus.jsonl")
+        if q not in all_queries:
+            raise _bad(path, line, f"query-id {q!r} is not in queries.jsonl")
+        try:
+            qrels.setdefault(q, {})[d] = int(r["score"])
+        except ValueError:
+            raise _bad(path, line, f"score {r['score']!r} is not an integer") from None
+    if not any(v > 0 for rel in qrels.values() for v in rel.values()):
+        raise DataFormatError(f"{path}: no judgement with a score > 0, so nothing is relevant in split {split!r}")
+    queries = {q: x for q, x in all_queries.items() if q in qrels}
+    return RetrievalDataset(name or root.name, split, corpus, queries, qrels)
+
+
+# ------------------------------------------------------------------------------------------ column files
+def _rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line, row) of a TSV (header row) or JSONL file with at least ``columns``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} not found: expected a .tsv (header row: {', '.join(columns)}) or a "
+                                   f".jsonl file (one object per line with keys {', '.join(columns)})")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise _bad(path, i, f"invalid JSON ({e})") from None
+                if not isinstance(obj, dict):
+                    raise _bad(path, i, f"expected a JSON object with keys {list(columns)}, got {type(obj).__name__}")
+                if missing := [c for c in columns if c not in obj]:
+                    raise _bad(path, i, f"missing key(s) {missing}; expected {list(columns)}")
+                rows.append((i, {c: obj[c] for c in columns}))
+        if not rows:
+            raise DataFormatError(f"{path}: empty file")
+        return rows
+    if path.suffix.lower() not in (".tsv", ".txt"):
+        raise DataFormatError(f"{path}: unknown file type {path.suffix!r}; use .tsv (tab-separated, header row) or "
+                              f".jsonl")
+    return list(_read_tsv(path, tuple(columns)))
+
+
+def _texts(path, rows, columns) -> list[list[str]]:
+    out = [[] for _ in columns]
+    for line, r in rows:
+        for k, c in enumerate(columns):
+            value = r[c]
+            if not isinstance(value, str) or not value.strip():
+                raise _bad(Path(path), line, f"{c} must be a non-empty string, got {value!r}")
+            out[k].append(value)
+    return out
+
+
+def load_scored_pairs_file(path: str | os.PathLike, columns: Sequence[str] = ("sentence1", "sentence2", "score"),
+                           low: float | None = None, high: float | None = None, name: str | None = None) -> ScoredPairs:
+    """Scored sentence pairs (an STS-style file) as :class:`~embedlessons.data.ScoredPairs`.
+
+    ``columns`` names the two text columns and the score column. ``low`` / ``high``: the score range; a score
+    outside it is an error with its line (``scored_pairs_from_sts`` then scales by this range: pass it there too).
+    """
+    rows = _rows(path, columns)
+    a, b = _texts(path, rows, columns[:2])
+    scores = []
+    for line, r in rows:
+        try:
+            s = float(r[columns[2]])
+        except (TypeError, ValueError):
+            raise _bad(Path(path), line, f"{columns[2]} {r[columns[2]]!r} is not a number") from None
+        if not math.isfinite(s) or (low is not None and s < low) or (high is not None and s > high):
+            raise _bad(Path(path), line, f"{columns[2]} {s} is outside [{low}, {high}]")
+        scores.append(s)
+    return ScoredPairs(name or Path(path).stem, "file", a, b, np.array(scores, dtype=np.float32))
+
+
+class Pairs(Triplets):
+    """(anchor, positive) text pairs read from a file (``negatives`` is empty)."""
+
+    def __repr__(self) -> str:
+        return f"Pairs({self.name!r}, n={len(self)})"
+
+
+def load_pairs_file(path: str | os.PathLike, columns: Sequence[str] = ("anchor", "positive"),
+                    name: str | None = None) -> Pairs:
+    """(anchor, positive) training pairs; ``PairDataset(p.anchors, p.positives)`` trains on them."""
+    rows = _rows(path, columns)
+    a, p = _texts(path, rows, columns)
+    return Pairs(name or Path(path).stem, "file", a, p, [])
+
+
+def load_triplets_file(path: str | os.PathLike, columns: Sequence[str] = ("anchor", "positive", "negative"),
+                       name: str | None = None) -> Triplets:
+    """(anchor, positive, negative) training triplets as :class:`~embedlessons.data.Triplets`."""
+    rows = _rows(path, columns)
+    a, p, n = _texts(path, rows, columns)
+    return Triplets(name or Path(path).stem, "file", a, p, n)
