@@ -118,7 +118,9 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
         section="4.1, 4.3, 4.4",
         description="MiniLM fine-tuned by retrieval-only and multi-task recipes (samplers, task weights), 3 seeds, "
                     "scored on SciFact, STS-B and AG News (classification, clustering)",
-        settings={"recipes": ["base", "retrieval", "multitask"], "seeds": [0, 1, 2], "steps": 60,
+        settings={"recipes": ["base", "retrieval", "multitask", "uniform", "proportional", "round_robin", "loss_ratio",
+                              "dwa", "uncertainty", "sts_cosent", "sts_mse", "news_prototypes", "news_supcon",
+                              "news_center"], "seeds": [0, 1, 2], "steps": 60,
                   "batch_size": 32, "lr": 5e-5, "max_length": 64, "top_layers": 3},
         tiny={"recipes": ["base", "retrieval", "multitask"], "seeds": [0], "steps": 2, "batch_size": 4,
               "rows_per_task": 40, "scifact_distractors": 10, "sts_pairs": 30, "news_train": 40, "news_test": 40,
