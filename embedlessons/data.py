@@ -436,7 +436,12 @@ def load_retrieval(name: str = "scifact", split: str = "test") -> RetrievalDatas
             return load_retrieval_folder(name, split)
     info = _get_info(name, "retrieval", "load_retrieval")
     split = _check_split(info, "retrieval", split)
-    folder = find_dataset(name, "retrieval", split)
+    return read_beir_folder(find_dataset(name, "retrieval", split), split, name)
+
+
+def read_beir_folder(folder: Path, split: str, name: str) -> RetrievalDataset:
+    """Read ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` of a folder, checking that every
+    judgement names a known document and query and has an integer score (errors give file and line)."""
     corpus = {i: {"title": t, "text": x} for i, t, x in
               _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))}
     all_queries = {i: x for i, _, x in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}

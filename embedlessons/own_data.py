@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (DataFormatError, DatasetNotFoundError, RetrievalDataset, ScoredPairs, Triplets, _bad, _read_jsonl,
-                   _read_tsv)
+from .data import (DataFormatError, DatasetNotFoundError, RetrievalDataset, ScoredPairs, Triplets, _bad, _read_tsv,
+                   read_beir_folder)
 
 __all__ = ["is_folder_name", "load_retrieval_folder", "load_scored_pairs_file", "load_pairs_file",
            "load_triplets_file", "Pairs", "BEIR_LAYOUT"]
@@ -65,24 +65,11 @@ def load_retrieval_folder(folder: str | os.PathLike, split: str = "test", name: 
         hint = f" (qrels/ has the splits {splits})" if splits and "qrels" in missing[-1] else ""
         raise DatasetNotFoundError(f"{root} lacks {', '.join(missing)}{hint}; a retrieval collection is a folder "
                                    f"with {', '.join(BEIR_LAYOUT)}")
-    corpus = {i: {"title": t, "text": x} for i, t, x in _read_jsonl(files["corpus"], ("_id", "text"))}
-    all_queries = {i: x for i, _, x in _read_jsonl(files["queries"], ("_id", "text"))}
-    qrels: dict[str, dict[str, int]] = {}
-    path = files["qrels"]
-    for line, r in _read_tsv(path, ("query-id", "corpus-id", "score")):
-        q, d = r["query-id"], r["corpus-id"]
-        if d not in corpus:
-            raise _bad(path, line, f"corpus-id {d!r} is not in corpus.jsonl")
-        if q not in all_queries:
-            raise _bad(path, line, f"query-id {q!r} is not in queries.jsonl")
-        try:
-            qrels.setdefault(q, {})[d] = int(r["score"])
-        except ValueError:
-            raise _bad(path, line, f"score {r['score']!r} is not an integer") from None
-    if not any(v > 0 for rel in qrels.values() for v in rel.values()):
-        raise DataFormatError(f"{path}: no judgement with a score > 0, so nothing is relevant in split {split!r}")
-    queries = {q: x for q, x in all_queries.items() if q in qrels}
-    return RetrievalDataset(name or root.name, split, corpus, queries, qrels)
+    ds = read_beir_folder(root, split, name or root.name)
+    if not any(v > 0 for rel in ds.qrels.values() for v in rel.values()):
+        raise DataFormatError(f"{files['qrels']}: no judgement with a score > 0, so nothing is relevant in split "
+                              f"{split!r}")
+    return ds
 
 
 # ------------------------------------------------------------------------------------------ column files

@@ -1,7 +1,6 @@
 """Exercise 5 (a multi-task step) and Exercise 6 (the Matryoshka loss) checkers: right answers written in
 different ways pass, each common wrong one fails with its name; the references equal the package's code."""
 import functools
-import random
 
 import numpy as np
 import pytest
