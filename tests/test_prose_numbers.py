@@ -56,8 +56,6 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("1_2_bi_vs_cross_encoder.ipynb", "29.19", "SBERT Table 1, cited in the paragraph"),
     ("1_2_bi_vs_cross_encoder.ipynb", "54.81", "SBERT Table 1, cited in the paragraph"),
     # known debts: full-corpus figures and a target typed into the prose
-    ("1_1_why_embeddings.ipynb", "0.652", _PENDING),
-    ("1_1_why_embeddings.ipynb", "0.645", _PENDING),
 ]
 
 
