@@ -14,6 +14,10 @@ ifneq ($(DATA),)
 export EMBEDLESSONS_DATA := $(DATA)
 endif
 
+# two pytest-xdist workers, a notebook's cells on one worker, the slowest notebooks first (conftest.py);
+# PYTEST_ARGS= (empty) runs everything in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+
 PIP := $(VENV)/bin/pip install -q --disable-pip-version-check
 
 .PHONY: book book-strict test env clean

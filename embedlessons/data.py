@@ -29,7 +29,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -268,9 +268,13 @@ def _read_tsv(path: Path, columns: tuple[str, ...]) -> tuple[tuple[int, dict[str
     return rows
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_jsonl(path: str, _mtime: int, _size: int, required: tuple[str, ...]) -> tuple:
-    out, seen = [], set()
+def jsonl_objects(path: str | os.PathLike, required: Sequence[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file whose objects hold ``required`` keys.
+
+    Raises :class:`DataFormatError` naming the file and line for invalid JSON, a line that is not an object, or a
+    missing key; and for a file without any object.
+    """
+    empty = True
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -279,15 +283,25 @@ def _cached_jsonl(path: str, _mtime: int, _size: int, required: tuple[str, ...])
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataFormatError(f"{path}, line {i}: invalid JSON ({e})") from None
-            missing = [k for k in required if not isinstance(obj, dict) or k not in obj]
-            if missing:
-                raise DataFormatError(f"{path}, line {i}: missing key(s) {missing}")
-            if obj["_id"] in seen:
-                raise DataFormatError(f"{path}, line {i}: duplicate _id {obj['_id']!r}")
-            seen.add(obj["_id"])
-            out.append((str(obj["_id"]), str(obj.get("title") or ""), str(obj["text"])))
-    if not out:
+            if not isinstance(obj, dict):
+                raise DataFormatError(f"{path}, line {i}: expected a JSON object with keys {list(required)}, "
+                                      f"got {type(obj).__name__}")
+            if missing := [k for k in required if k not in obj]:
+                raise DataFormatError(f"{path}, line {i}: missing key(s) {missing}; expected {list(required)}")
+            empty = False
+            yield i, obj
+    if empty:
         raise DataFormatError(f"{path}: empty file")
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_jsonl(path: str, _mtime: int, _size: int, required: tuple[str, ...]) -> tuple:
+    out, seen = [], set()
+    for i, obj in jsonl_objects(path, required):
+        if obj["_id"] in seen:
+            raise DataFormatError(f"{path}, line {i}: duplicate _id {obj['_id']!r}")
+        seen.add(obj["_id"])
+        out.append((str(obj["_id"]), str(obj.get("title") or ""), str(obj["text"])))
     return tuple(out)
 
 

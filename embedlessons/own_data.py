@@ -21,15 +21,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .data import (DataFormatError, DatasetNotFoundError, RetrievalDataset, ScoredPairs, Triplets, _bad, _read_tsv,
-                   read_beir_folder)
+                   jsonl_objects, read_beir_folder)
 
-__all__ = ["is_folder_name", "load_retrieval_folder", "load_scored_pairs_file", "load_pairs_file",
+__all__ = ["is_folder_name", "load_retrieval_folder", "save_beir_folder", "load_scored_pairs_file", "load_pairs_file",
            "load_triplets_file", "Pairs", "BEIR_LAYOUT"]
 
 BEIR_LAYOUT = ("corpus.jsonl", "queries.jsonl", "qrels/<split>.tsv")
@@ -72,6 +72,42 @@ def load_retrieval_folder(folder: str | os.PathLike, split: str = "test", name: 
     return ds
 
 
+def save_beir_folder(folder: str | os.PathLike, splits: Mapping[str, RetrievalDataset],
+                     corpus: Mapping[str, Mapping[str, str]] | None = None) -> Path:
+    """Write datasets as one BEIR-layout folder: the corpus once, every split's queries, ``qrels/<split>.tsv``.
+
+    Args:
+        folder: created if missing; existing files of the layout are overwritten.
+        splits: split name -> dataset whose queries and judgements go in that split (e.g. ``{"train": ...,
+            "test": ...}``, each one a :class:`~embedlessons.data.RetrievalDataset` or a ``.subset`` of one).
+        corpus: ``{doc id: {"title", "text"}}`` to write (default: the union of the datasets' corpora); every
+            judged document must be in it.
+
+    Returns the folder, ready for :func:`load_retrieval_folder` (and for BEIR, MTEB or any BEIR-reading tool).
+    """
+    if not splits:
+        raise ValueError("splits is empty: give at least one {split name: dataset}")
+    root = Path(folder).expanduser()
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    docs = dict(corpus) if corpus is not None else {d: doc for ds in splits.values() for d, doc in ds.corpus.items()}
+    queries: dict[str, str] = {}
+    for split, ds in splits.items():
+        unknown = sorted({d for rel in ds.qrels.values() for d in rel} - set(docs))
+        if unknown:
+            raise ValueError(f"split {split!r} judges documents that are not in the corpus: {unknown[:5]}")
+        queries.update(ds.queries)
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": d, "title": doc.get("title", ""), "text": doc["text"]}, ensure_ascii=False)
+                     + "\n" for d, doc in docs.items())
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in queries.items())
+    for split, ds in splits.items():
+        rows = [f"{q}\t{d}\t{g}" for q, rel in ds.qrels.items() for d, g in rel.items()]
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n",
+                                                   encoding="utf-8")
+    return root
+
+
 # ------------------------------------------------------------------------------------------ column files
 def _rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """(line, row) of a TSV (header row) or JSONL file with at least ``columns``."""
@@ -80,23 +116,7 @@ def _rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, di
         raise DatasetNotFoundError(f"{path} not found: expected a .tsv (header row: {', '.join(columns)}) or a "
                                    f".jsonl file (one object per line with keys {', '.join(columns)})")
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _bad(path, i, f"invalid JSON ({e})") from None
-                if not isinstance(obj, dict):
-                    raise _bad(path, i, f"expected a JSON object with keys {list(columns)}, got {type(obj).__name__}")
-                if missing := [c for c in columns if c not in obj]:
-                    raise _bad(path, i, f"missing key(s) {missing}; expected {list(columns)}")
-                rows.append((i, {c: obj[c] for c in columns}))
-        if not rows:
-            raise DataFormatError(f"{path}: empty file")
-        return rows
+        return [(i, {c: obj[c] for c in columns}) for i, obj in jsonl_objects(path, columns)]
     if path.suffix.lower() not in (".tsv", ".txt"):
         raise DataFormatError(f"{path}: unknown file type {path.suffix!r}; use .tsv (tab-separated, header row) or "
                               f".jsonl")

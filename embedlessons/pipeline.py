@@ -10,8 +10,8 @@ evaluate it against BM25 and the starting model, and save a model that sentence-
 InfoNCE (section 2.3) with optional BM25 hard negatives (section 3.2); evaluation is NDCG@10, MRR@10 and
 Recall@100 on ``--test-split``, with a paired randomisation test and bootstrap interval of the fine-tune
 against the starting model (section 3.3). ``--out`` receives ``model/`` (load it with ``SentenceTransformer``
-or :func:`~embedlessons.models.load_model`), ``summary.json`` (settings, scores, per-query NDCG@10) and the
-trainer's ``history.json``.
+or :func:`~embedlessons.models.load_model`), ``summary.json`` (settings, scores, per-query NDCG@10, the wall time
+of each stage) and the trainer's ``history.json``.
 """
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def run_pipeline(data: str, out: str | Path, model: str = "all-MiniLM-L6-v2", tr
         raise ValueError(f"hard_negatives must be 'none' or 'bm25', got {hard_negatives!r}")
     out = Path(out)
     started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    clock = [started]
+
+    def lap(stage: str) -> None:           # wall time since the previous stage ended
+        now = time.perf_counter()
+        stage_seconds[stage] = round(now - clock[0], 2)
+        clock[0] = now
+
     train_ds, test_ds = load_retrieval(data, train_split), load_retrieval(data, test_split)
     test_texts = set(test_ds.queries.values())
     leaked = [q for q, text in train_ds.queries.items() if text in test_texts]
@@ -80,19 +88,24 @@ def run_pipeline(data: str, out: str | Path, model: str = "all-MiniLM-L6-v2", tr
         raise ValueError(f"{data}: {len(anchors)} training pairs in split {train_split!r} (after leaving out "
                          f"{len(leaked)} queries that repeat a test query); need at least batch_size={batch_size}")
     dataset = TripletDataset(anchors, positives, negatives) if negatives else PairDataset(anchors, positives)
+    lap("data: load, leakage check, training rows")
 
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     say(f"data: {train_ds} -> {len(dataset)} training rows ({len(leaked)} repeated test queries left out); "
         f"test: {test_ds}")
     runs = {"BM25": bm25_run(test_ds.doc_texts(), test_ds.doc_ids, test_ds.queries, top_k=100)}
+    lap("BM25: index and search")
     base = load_model(model)
     runs[f"{model} (start)"] = _dense(base, test_ds, query_max_length, doc_max_length, progress)
+    lap("starting model: load, encode, search")
     tuned = load_model(model)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=(query_max_length, doc_max_length)
                          + ((doc_max_length,) if negatives else ()), seed=seed, output_dir=str(out / "training"))
     history = train(tuned, dataset, functools.partial(in_batch_info_nce, temperature=temperature), config,
                     progress=progress)
+    lap("fine-tune")
     runs["fine-tuned"] = _dense(tuned, test_ds, query_max_length, doc_max_length, progress)
+    lap("fine-tuned model: encode, search")
     tuned.save(out / "model")
 
     from .evaluation import ndcg_at_k
@@ -100,6 +113,7 @@ def run_pipeline(data: str, out: str | Path, model: str = "all-MiniLM-L6-v2", tr
     scores = {name: _evaluate(test_ds.qrels, run) for name, run in runs.items()}
     per_query = {name: ndcg_at_k(test_ds.qrels, run, k=10, per_query=True) for name, run in runs.items()}
     gain = paired_test(per_query["fine-tuned"], per_query[f"{model} (start)"])
+    lap("save the model, score, paired test")
     summary = {"data": str(data), "settings": dict(model=model, train_split=train_split, test_split=test_split,
                                                     steps=steps, batch_size=batch_size, lr=lr,
                                                     temperature=temperature, query_max_length=query_max_length,
@@ -107,7 +121,8 @@ def run_pipeline(data: str, out: str | Path, model: str = "all-MiniLM-L6-v2", tr
                                                     seed=seed),
                "training_rows": len(dataset), "left_out_queries": len(leaked), "scores": scores,
                "fine_tuned_minus_start": gain, "per_query_ndcg@10": per_query,
-               "final_loss": history.losses[-1], "seconds": round(time.perf_counter() - started, 1)}
+               "final_loss": history.losses[-1], "seconds": round(time.perf_counter() - started, 1),
+               "stage_seconds": stage_seconds}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -127,6 +127,48 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
               "progress": False},
         split_by=("recipes",),
     ),
+    RecordedExperiment(
+        name="unlabelled_vs_labelled",
+        function="embedlessons.experiments.part5:pair_source_comparison",
+        merge="embedlessons.experiments.part5:merge_source_results",
+        section="5.2",
+        description="MiniLM fine-tuned on SciFact's labelled claims vs pairs made from its corpus alone (title -> "
+                    "abstract, inverse cloze), equal step budget, 3 seeds, NDCG@10 per test claim",
+        settings={"sources": ["base", "labelled", "title_abstract", "inverse_cloze", "title_abstract+inverse_cloze"],
+                  "seeds": [0, 1, 2], "steps": 60, "batch_size": 32, "lr": 5e-5, "max_length": 64,
+                  "top_layers": 3},
+        tiny={"sources": ["base", "title_abstract+inverse_cloze"], "seeds": [0], "steps": 2,
+              "batch_size": 4, "max_rows": 40, "scifact_distractors": 10, "progress": False},
+        split_by=("sources",),
+    ),
+    RecordedExperiment(
+        name="unlabelled_vs_labelled_scratch",
+        function="embedlessons.experiments.part5:pair_source_comparison",
+        merge="embedlessons.experiments.part5:merge_source_results",
+        section="5.2",
+        description="the same comparison from a random-initialised small BERT (2 layers, 128 wide): labelled "
+                    "claims vs corpus-made pairs, 300 steps, 3 seeds",
+        settings={"sources": ["base", "labelled", "title_abstract", "inverse_cloze", "title_abstract+inverse_cloze"],
+                  "seeds": [0, 1, 2], "steps": 300, "batch_size": 32, "lr": 1e-3, "max_length": 64,
+                  "top_layers": None, "start": "small_bert"},
+        tiny={"sources": ["base", "inverse_cloze"], "seeds": [0], "steps": 2, "batch_size": 4, "lr": 1e-3,
+              "top_layers": None, "max_rows": 40, "scifact_distractors": 10, "start": "small_bert",
+              "progress": False},
+        split_by=("sources",),
+    ),
+    RecordedExperiment(
+        name="library_vs_ours",
+        function="embedlessons.experiments.part5_library:library_comparison",
+        section="5.6",
+        description="MiniLM fine-tuned on SciFact's labelled claims by our trainer vs SentenceTransformerTrainer "
+                    "(MNRL, cached MNRL, Matryoshka), same data, steps and seeds, 3 seeds, NDCG@10 per test claim",
+        settings={"arms": ["ours_info_nce", "st_mnrl", "st_cached_mnrl", "ours_matryoshka", "st_matryoshka"],
+                  "seeds": [0, 1, 2], "steps": 60, "batch_size": 32, "lr": 5e-5, "max_length": 64,
+                  "top_layers": 3, "scifact_distractors": 217},
+        tiny={"arms": ["ours_info_nce", "st_mnrl"], "seeds": [0], "steps": 2, "batch_size": 4, "max_rows": 16,
+              "scifact_distractors": 10, "max_length": 16, "query_max_length": 16, "doc_max_length": 16,
+              "progress": False},
+    ),
 ]}
 
 

@@ -3,7 +3,6 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 
 from embedlessons.data import RetrievalDataset, ScoredPairs, load_retrieval, load_sts
 from embedlessons.evaluation import mrr_at_k, ndcg_at_k, recall_at_k, spearman

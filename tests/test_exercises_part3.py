@@ -1,6 +1,5 @@
 """Exercise 3 (BM25) and Exercise 4 (dense hard-negative miner) checkers accept right answers and name
 each common wrong one."""
-import functools
 import math
 from collections import Counter
 

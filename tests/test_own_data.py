@@ -111,3 +111,18 @@ def test_malformed_column_files_are_refused(tmp_path, name, content, kwargs, mes
 def test_a_missing_file_names_the_expected_columns(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"header row: anchor, positive, negative"):
         load_triplets_file(tmp_path / "none.tsv")
+
+
+def test_save_beir_folder_round_trips_and_refuses_judgements_without_documents(tmp_path):
+    from embedlessons.data import RetrievalDataset, load_retrieval
+    from embedlessons.own_data import save_beir_folder
+
+    test = load_retrieval("scifact", "test").subset(20)
+    folder = save_beir_folder(tmp_path / "copy", {"test": test})
+    back = load_retrieval(str(folder), "test")
+    assert back.corpus == test.corpus and back.queries == test.queries and back.qrels == test.qrels
+    broken = RetrievalDataset("x", "test", {"d1": {"title": "", "text": "t"}}, {"q1": "q"}, {"q1": {"d2": 1}})
+    with pytest.raises(ValueError, match=r"judges documents that are not in the corpus: \['d2'\]"):
+        save_beir_folder(tmp_path / "bad", {"test": broken})
+    with pytest.raises(ValueError, match="splits is empty"):
+        save_beir_folder(tmp_path / "none", {})

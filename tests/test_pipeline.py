@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from embedlessons.data import load_retrieval
+from embedlessons.data import RetrievalDataset, load_retrieval
 from embedlessons.models import load_model, small_bert
+from embedlessons.own_data import save_beir_folder
 from embedlessons.pipeline import main, run_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")   # tests/conftest.py
@@ -19,17 +20,9 @@ def collection(tmp_path_factory):
     tq = dict(list(train.qrels.items())[:40])
     eq = dict(list(test.qrels.items())[:20])
     keep = {d for rel in (*tq.values(), *eq.values()) for d in rel} | set(train.doc_ids[:30])
-    (root / "qrels").mkdir()
-    with open(root / "corpus.jsonl", "w") as f:
-        for d in train.doc_ids:
-            if d in keep:
-                f.write(json.dumps({"_id": d, **train.corpus[d]}) + "\n")
-    with open(root / "queries.jsonl", "w") as f:
-        for q, text in {**{q: train.queries[q] for q in tq}, **{q: test.queries[q] for q in eq}}.items():
-            f.write(json.dumps({"_id": q, "text": text}) + "\n")
-    for split, qrels in (("train", tq), ("test", eq)):
-        rows = [f"{q}\t{d}\t{s}" for q, rel in qrels.items() for d, s in rel.items()]
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    corpus = {d: doc for d, doc in train.corpus.items() if d in keep}
+    part = lambda ds, qrels: RetrievalDataset(ds.name, ds.split, corpus, {q: ds.queries[q] for q in qrels}, qrels)
+    save_beir_folder(root, {"train": part(train, tq), "test": part(test, eq)})
     model = small_bert(num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64, seed=0).save(root / "tiny")
     return root, model
 
@@ -45,6 +38,9 @@ def test_the_pipeline_trains_evaluates_and_saves_a_loadable_model(collection, tm
     assert set(summary["scores"]) == {"BM25", f"{model} (start)", "fine-tuned"}
     assert summary["training_rows"] >= 40 and len(summary["per_query_ndcg@10"]["BM25"]) == 20
     assert 0 <= summary["scores"]["BM25"]["ndcg@10"] <= 1
+    stages = summary["stage_seconds"]
+    assert list(stages)[0].startswith("data") and "fine-tune" in stages and all(v >= 0 for v in stages.values())
+    assert sum(stages.values()) <= summary["seconds"] + 0.1
     reloaded = load_model(tmp_path / "run" / "model")
     assert reloaded.encode(["a claim"], progress=False).shape == (1, 32)
 

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .common import CheckResult
+from .common import CheckResult, call_reader, scalar_value
 
 __all__ = ["check_info_nce", "EXERCISE_2_SHAPES"]
 
@@ -55,19 +55,6 @@ _MISTAKES = {
 }
 
 
-def _as_float(out) -> float | str:
-    """A Python float, or a message saying why the output is not a scalar."""
-    if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            return (f"expected a scalar loss (the mean over the batch), got a tensor of shape "
-                    f"{tuple(out.shape)}")
-        out = out.detach().reshape(()).item()
-    try:
-        return float(out)
-    except (TypeError, ValueError):
-        return f"expected a scalar loss (float or 0-dim tensor), got {type(out).__name__}"
-
-
 def check_info_nce(fn: Callable, rtol: float = 1e-4, atol: float = 1e-5) -> CheckResult:
     """Exercise 2: ``fn(anchor [B,d], positive [B,d], negatives [B,K,d], temperature) -> scalar``.
 
@@ -79,14 +66,11 @@ def check_info_nce(fn: Callable, rtol: float = 1e-4, atol: float = 1e-5) -> Chec
     got = []
     for seed, t in enumerate(_TEMPERATURES):
         a, p, n = _inputs(seed)
-        try:
-            out = fn(a.clone(), p.clone(), n.clone(), t)
-        except NotImplementedError:
-            return CheckResult(False, "the function raises NotImplementedError: fill in the body")
-        except Exception as exc:          # noqa: BLE001 - report any error to the reader
-            return CheckResult(False, f"the function raised {type(exc).__name__}: {exc} (inputs: anchor "
-                                      f"{tuple(a.shape)}, positive {tuple(p.shape)}, negatives {tuple(n.shape)})")
-        value = _as_float(out)
+        out, failed = call_reader(fn, a.clone(), p.clone(), n.clone(), t, context=(
+            f"inputs: anchor {tuple(a.shape)}, positive {tuple(p.shape)}, negatives {tuple(n.shape)}"))
+        if failed is not None:
+            return failed
+        value = scalar_value(out)
         if isinstance(value, str):
             return CheckResult(False, value)
         if not math.isfinite(value):

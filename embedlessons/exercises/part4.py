@@ -14,19 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import CheckResult
+from .common import CheckResult, call_reader, scalar_value
 
 __all__ = ["check_multitask_step", "check_matryoshka_loss", "EXERCISE_5_TASKS", "exercise_6_inputs"]
-
-
-def _number(out) -> float | str:
-    if isinstance(out, torch.Tensor):
-        if out.numel() != 1:
-            return f"expected a scalar loss, got a tensor of shape {tuple(out.shape)}"
-        return float(out.detach())
-    if isinstance(out, (int, float, np.floating, np.integer)) and not isinstance(out, bool):
-        return float(out)
-    return f"expected a scalar loss (float or 0-dim tensor), got {type(out).__name__}"
 
 
 # ======================================================================================= Exercise 5
@@ -86,17 +76,14 @@ def check_multitask_step(fn: Callable) -> CheckResult:
     """
     losses, batches = _losses(), _batches()
     for temperature, u in _CASES:
-        try:
-            out = fn(losses, batches, dict(EXERCISE_5_TASKS), dict(_WEIGHTS), temperature, u)
-        except NotImplementedError:
-            return CheckResult(False, "the function raises NotImplementedError: fill in the body")
-        except Exception as exc:          # noqa: BLE001 - report any error to the reader
-            return CheckResult(False, f"the function raised {type(exc).__name__}: {exc} (temperature {temperature}, "
-                                      f"u {u})")
+        out, failed = call_reader(fn, losses, batches, dict(EXERCISE_5_TASKS), dict(_WEIGHTS), temperature, u,
+                                  context=f"temperature {temperature}, u {u}")
+        if failed is not None:
+            return failed
         if not (isinstance(out, tuple) and len(out) == 2):
             return CheckResult(False, f"expected (task_name, loss), got {type(out).__name__}")
         name, value = out
-        value = _number(value)
+        value = scalar_value(value)
         if isinstance(value, str):
             return CheckResult(False, value)
         if name not in EXERCISE_5_TASKS:
@@ -175,14 +162,11 @@ def check_matryoshka_loss(fn: Callable) -> CheckResult:
     for seed, loss in enumerate((_info_nce, _squared_distance)):
         a, p = exercise_6_inputs(seed)
         a.requires_grad_(True)
-        try:
-            out = fn(loss, a, p.clone(), list(_DIMS), list(_DIM_WEIGHTS))
-        except NotImplementedError:
-            return CheckResult(False, "the function raises NotImplementedError: fill in the body")
-        except Exception as exc:          # noqa: BLE001 - report any error to the reader
-            return CheckResult(False, f"the function raised {type(exc).__name__}: {exc} (inputs [6, 16], dims "
-                                      f"{_DIMS}, weights {_DIM_WEIGHTS})")
-        value = _number(out)
+        out, failed = call_reader(fn, loss, a, p.clone(), list(_DIMS), list(_DIM_WEIGHTS),
+                                  context=f"inputs [6, 16], dims {_DIMS}, weights {_DIM_WEIGHTS}")
+        if failed is not None:
+            return failed
+        value = scalar_value(out)
         if isinstance(value, str):
             return CheckResult(False, value)
         close = lambda ref: math.isclose(value, ref, rel_tol=1e-5, abs_tol=1e-6)
