@@ -440,12 +440,16 @@ class LabelledTexts:
 def load_retrieval(name: str = "scifact", split: str = "test") -> RetrievalDataset:
     """BEIR-layout retrieval set; queries are those with qrels in ``split``.
 
-    ``name`` is one of the book's datasets, or the path of your own BEIR-layout folder
-    (:func:`embedlessons.own_data.load_retrieval_folder`: the same checks, errors with file and line).
+    ``name`` is one of the book's datasets, the path of your own BEIR-layout folder
+    (:func:`embedlessons.own_data.load_retrieval_folder`: the same checks, errors with file and line), or a
+    Hugging Face hub dataset as ``"hf:<owner>/<name>"`` (:func:`embedlessons.own_data.load_retrieval_hub`,
+    needs a network the first time).
     """
     if name not in DATASETS:
-        from .own_data import is_folder_name, load_retrieval_folder
+        from .own_data import HUB_PREFIX, is_folder_name, load_retrieval_folder, load_retrieval_hub
 
+        if isinstance(name, str) and name.startswith(HUB_PREFIX):
+            return load_retrieval_hub(name, split)
         if is_folder_name(name):
             return load_retrieval_folder(name, split)
     info = _get_info(name, "retrieval", "load_retrieval")

@@ -29,7 +29,7 @@ import numpy as np
 from .data import (DataFormatError, DatasetNotFoundError, RetrievalDataset, ScoredPairs, Triplets, _bad, _read_tsv,
                    jsonl_objects, read_beir_folder)
 
-__all__ = ["is_folder_name", "load_retrieval_folder", "save_beir_folder", "load_scored_pairs_file", "load_pairs_file",
+__all__ = ["is_folder_name", "load_retrieval_folder", "load_retrieval_hub", "HUB_PREFIX", "save_beir_folder", "load_scored_pairs_file", "load_pairs_file",
            "load_triplets_file", "Pairs", "BEIR_LAYOUT"]
 
 BEIR_LAYOUT = ("corpus.jsonl", "queries.jsonl", "qrels/<split>.tsv")
@@ -106,6 +106,63 @@ def save_beir_folder(folder: str | os.PathLike, splits: Mapping[str, RetrievalDa
         (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n",
                                                    encoding="utf-8")
     return root
+
+
+#: Prefix of a Hugging Face hub dataset name: ``load_retrieval("hf:BeIR/nfcorpus")``.
+HUB_PREFIX = "hf:"
+
+
+def _single_split(dataset_dict, preferred: str):
+    """The split named ``preferred`` of a ``DatasetDict`` (BEIR names it after the config), else its only one."""
+    if preferred in dataset_dict:
+        return dataset_dict[preferred]
+    if len(dataset_dict) == 1:
+        return next(iter(dataset_dict.values()))
+    raise DataFormatError(f"expected a split {preferred!r} or a single split, got {sorted(dataset_dict)}")
+
+
+def load_retrieval_hub(name: str, split: str = "test", load_dataset=None) -> RetrievalDataset:
+    """A BEIR-style collection from the Hugging Face hub, e.g. ``"hf:BeIR/nfcorpus"`` or ``"hf:mteb/nfcorpus"``.
+
+    The repository needs the configs ``corpus`` (``_id``, ``title``, ``text``) and ``queries`` (``_id``,
+    ``text``), and judgements (``query-id``, ``corpus-id``, ``score``) per split either in a companion repository
+    ``<name>-qrels`` (the BeIR layout) or in the repository's ``default`` config (the MTEB layout). The first call
+    downloads them with ``datasets`` and writes a BEIR folder under the cache (``$EMBEDLESSONS_CACHE/hub/``);
+    every call then reads that folder with :func:`load_retrieval_folder`, so the same checks apply.
+    ``load_dataset`` replaces ``datasets.load_dataset`` (tests).
+    """
+    from .data import _offline_reason, cache_dir
+
+    repo = name[len(HUB_PREFIX):] if name.startswith(HUB_PREFIX) else name
+    if not repo or repo.count("/") != 1:
+        raise ValueError(f"a hub dataset name is {HUB_PREFIX}<owner>/<name> (e.g. hf:BeIR/nfcorpus), got {name!r}")
+    folder = cache_dir() / "hub" / repo.replace("/", "__")
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        reason = _offline_reason()
+        if reason is not None:
+            raise DatasetNotFoundError(f"{name}: not in the cache ({folder}) and the download was {reason}; run "
+                                       f"once with a network, or download the BEIR folder and pass its path")
+        if load_dataset is None:
+            from datasets import load_dataset
+        corpus = _single_split(load_dataset(repo, "corpus"), "corpus")
+        queries = _single_split(load_dataset(repo, "queries"), "queries")
+        try:
+            qrels = load_dataset(repo + "-qrels")
+        except Exception:                    # noqa: BLE001 - no companion repository: the MTEB layout
+            qrels = load_dataset(repo, "default")
+        if split not in qrels:
+            raise DatasetNotFoundError(f"{name}: no judgements for split {split!r}; the hub copy has {sorted(qrels)}")
+        docs = {str(r["_id"]): {"title": r.get("title") or "", "text": r["text"]} for r in corpus}
+        texts = {str(r["_id"]): r["text"] for r in queries}
+        splits = {}
+        for split_name, rows in qrels.items():        # every split at once: one corpus and query file for all
+            judged: dict[str, dict[str, int]] = {}
+            for r in rows:
+                if str(r["query-id"]) in texts:
+                    judged.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+            splits[split_name] = RetrievalDataset(repo, split_name, docs, {q: texts[q] for q in judged}, judged)
+        save_beir_folder(folder, splits, corpus=docs)
+    return load_retrieval_folder(folder, split, name=repo)
 
 
 # ------------------------------------------------------------------------------------------ column files

@@ -80,6 +80,13 @@ class RecordedExperiment:
         return getattr(importlib.import_module(module), name)
 
 
+# section 5.2's two comparisons (from MiniLM, from a small BERT) share their function, sources and sizes
+_PAIR_SOURCE_RUN = dict(function="embedlessons.experiments.part5:pair_source_comparison",
+                        merge="embedlessons.experiments.part5:merge_source_results", section="5.2",
+                        split_by=("sources",))
+_PAIR_SOURCES = {"sources": ["base", "labelled", "title_abstract", "inverse_cloze", "title_abstract+inverse_cloze"],
+                 "seeds": [0, 1, 2], "batch_size": 32, "max_length": 64}
+
 #: Every recorded experiment of the book, by name.
 EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
     RecordedExperiment(
@@ -129,32 +136,35 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
     ),
     RecordedExperiment(
         name="unlabelled_vs_labelled",
-        function="embedlessons.experiments.part5:pair_source_comparison",
-        merge="embedlessons.experiments.part5:merge_source_results",
-        section="5.2",
         description="MiniLM fine-tuned on SciFact's labelled claims vs pairs made from its corpus alone (title -> "
                     "abstract, inverse cloze), equal step budget, 3 seeds, NDCG@10 per test claim",
-        settings={"sources": ["base", "labelled", "title_abstract", "inverse_cloze", "title_abstract+inverse_cloze"],
-                  "seeds": [0, 1, 2], "steps": 60, "batch_size": 32, "lr": 5e-5, "max_length": 64,
-                  "top_layers": 3},
+        settings={**_PAIR_SOURCES, "steps": 60, "lr": 5e-5, "top_layers": 3},
         tiny={"sources": ["base", "title_abstract+inverse_cloze"], "seeds": [0], "steps": 2,
               "batch_size": 4, "max_rows": 40, "scifact_distractors": 10, "progress": False},
-        split_by=("sources",),
+        **_PAIR_SOURCE_RUN,
     ),
     RecordedExperiment(
         name="unlabelled_vs_labelled_scratch",
-        function="embedlessons.experiments.part5:pair_source_comparison",
-        merge="embedlessons.experiments.part5:merge_source_results",
-        section="5.2",
         description="the same comparison from a random-initialised small BERT (2 layers, 128 wide): labelled "
                     "claims vs corpus-made pairs, 300 steps, 3 seeds",
-        settings={"sources": ["base", "labelled", "title_abstract", "inverse_cloze", "title_abstract+inverse_cloze"],
-                  "seeds": [0, 1, 2], "steps": 300, "batch_size": 32, "lr": 1e-3, "max_length": 64,
-                  "top_layers": None, "start": "small_bert"},
+        settings={**_PAIR_SOURCES, "steps": 300, "lr": 1e-3, "top_layers": None, "start": "small_bert"},
         tiny={"sources": ["base", "inverse_cloze"], "seeds": [0], "steps": 2, "batch_size": 4, "lr": 1e-3,
               "top_layers": None, "max_rows": 40, "scifact_distractors": 10, "start": "small_bert",
               "progress": False},
-        split_by=("sources",),
+        **_PAIR_SOURCE_RUN,
+    ),
+    RecordedExperiment(
+        name="three_stage_training",
+        function="embedlessons.experiments.part5:three_stage_comparison",
+        section="5.3",
+        description="warm-up (corpus pairs), multi-task, hard negatives, from MiniLM and from a small BERT, "
+                    "3 seeds, SciFact / STS-B / AG News scored after every stage",
+        settings={"starts": ["all-MiniLM-L6-v2", "small_bert"], "seeds": [0, 1, 2], "batch_size": 32,
+                  "max_length": 64},
+        tiny={"starts": ["small_bert"], "seeds": [0], "batch_size": 4, "steps": 2, "max_rows": 40,
+              "scifact_distractors": 10, "sts_pairs": 30, "news_train": 40, "news_test": 40, "progress": False},
+        split_by=("starts", "seeds", "score_start"),
+        merge="embedlessons.experiments.part5:merge_three_stage_results",
     ),
     RecordedExperiment(
         name="library_vs_ours",

@@ -55,3 +55,35 @@ def test_unlabelled_sources_use_the_corpus_only_and_labelled_the_training_claims
     assert len(capped.dataset.anchors) == 40
     with pytest.raises(ValueError, match="unknown pair source 'titles'"):
         pair_tasks("titles")
+
+
+def test_the_three_stages_train_on_what_section_5_3_says():
+    from embedlessons.experiments.part5 import STAGES, stage_tasks
+
+    assert [t.name for t in stage_tasks("warm-up", max_rows=40)] == ["title_abstract", "inverse_cloze"]
+    assert [t.name for t in stage_tasks("multi-task", dim=128, max_rows=40)] == ["retrieval", "sts", "nli", "news"]
+    hard, = stage_tasks("hard negatives", max_rows=40)
+    rows = list(zip(hard.dataset.anchors, hard.dataset.positives, hard.dataset.negatives))
+    assert len(rows) == 40 and all(p != n for _, p, n in rows)
+    assert list(STAGES) == ["warm-up", "multi-task", "hard negatives"]
+    with pytest.raises(ValueError, match="unknown stage 'pretraining'"):
+        stage_tasks("pretraining")
+
+
+def test_three_stage_parts_merge_and_refuse_to_merge_a_start_twice():
+    from embedlessons.experiments.part5 import merge_three_stage_results
+
+    def part(start, steps):
+        return {"settings": {"starts": [start], "start_settings": {start: {"steps": steps}}, "seeds": [0]},
+                "summary": {f"{start}:0": {"0": {"retrieval": 0.5}}}, "per_query": {f"{start}:0/seed0/retrieval": {}},
+                "sts_gold": [1.0, 2.0], "runs": [{"command": start}]}
+
+    merged = merge_three_stage_results([part("a", 60), part("b", 300)])
+    assert merged["settings"]["starts"] == ["a", "b"] and merged["settings"]["start_settings"]["b"]["steps"] == 300
+    assert set(merged["summary"]) == {"a:0", "b:0"} and len(merged["runs"]) == 2
+    with pytest.raises(ValueError, match=r"a:0 seeds \['0'\] occur in more than one run"):
+        merge_three_stage_results([part("a", 60), part("a", 60)])
+    other = part("b", 300)
+    other["sts_gold"] = [3.0]
+    with pytest.raises(ValueError, match="different settings"):
+        merge_three_stage_results([part("a", 60), other])

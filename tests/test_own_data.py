@@ -126,3 +126,62 @@ def test_save_beir_folder_round_trips_and_refuses_judgements_without_documents(t
         save_beir_folder(tmp_path / "bad", {"test": broken})
     with pytest.raises(ValueError, match="splits is empty"):
         save_beir_folder(tmp_path / "none", {})
+
+
+def _fake_hub(layout: str):
+    """A stand-in for datasets.load_dataset serving a small SciFact subset in the BeIR or the MTEB layout (no
+    network here: this checks our conversion, not the hub)."""
+    from datasets import Dataset, DatasetDict
+
+    from embedlessons.data import load_retrieval
+
+    train, test = load_retrieval("scifact", "train"), load_retrieval("scifact", "test").subset(30)
+    docs = {**{d: train.corpus[d] for rel in list(train.qrels.values())[:10] for d in rel}, **test.corpus}
+    corpus = Dataset.from_dict({"_id": list(docs), "title": [v["title"] for v in docs.values()],
+                                "text": [v["text"] for v in docs.values()]})
+    qids = {**{q: train.queries[q] for q in list(train.qrels)[:10]}, **test.queries}
+    queries = Dataset.from_dict({"_id": list(qids), "text": list(qids.values())})
+    qrels = DatasetDict({split: Dataset.from_dict({
+        "query-id": [q for q, rel in rels for _ in rel], "corpus-id": [d for _, rel in rels for d in rel],
+        "score": [g for _, rel in rels for g in rel.values()]})
+        for split, rels in (("train", list(train.qrels.items())[:10]), ("test", list(test.qrels.items())))})
+    calls = []
+
+    def load_dataset(repo, config=None):
+        calls.append((repo, config))
+        if layout == "beir" and repo.endswith("-qrels"):
+            return qrels
+        if layout == "beir" and config in ("corpus", "queries"):
+            return DatasetDict({config: corpus if config == "corpus" else queries})
+        if layout == "mteb" and config in ("corpus", "queries", "default"):
+            return {"corpus": DatasetDict({"test": corpus}), "queries": DatasetDict({"test": queries}),
+                    "default": qrels}[config]
+        raise FileNotFoundError(f"{repo} {config}")
+
+    return load_dataset, calls, test
+
+
+@pytest.mark.parametrize("layout", ["beir", "mteb"])
+def test_a_hub_collection_is_written_as_a_beir_folder_and_read_with_the_same_checks(layout, tmp_path, monkeypatch):
+    from embedlessons.own_data import load_retrieval_hub
+
+    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path))
+    for var in ("EMBEDLESSONS_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    load_dataset, calls, test = _fake_hub(layout)
+    ds = load_retrieval_hub("hf:someone/scifact", "test", load_dataset=load_dataset)
+    assert ds.queries == test.queries and ds.qrels == test.qrels and set(test.corpus) <= set(ds.corpus)
+    assert len(load_retrieval_hub("hf:someone/scifact", "train", load_dataset=load_dataset).queries) == 10
+    assert len(calls) in (3, 4)                                   # downloaded once; the second split is cached
+    assert (tmp_path / "hub" / "someone__scifact" / "qrels" / "train.tsv").is_file()
+
+
+def test_a_hub_name_offline_or_malformed_says_what_to_do(tmp_path, monkeypatch):
+    from embedlessons.data import DatasetNotFoundError, load_retrieval
+
+    monkeypatch.setenv("EMBEDLESSONS_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetNotFoundError, match="run once with a network, or download the BEIR folder"):
+        load_retrieval("hf:BeIR/nfcorpus", "test")
+    with pytest.raises(ValueError, match=r"hf:<owner>/<name>"):
+        load_retrieval("hf:nfcorpus", "test")

@@ -29,7 +29,8 @@ from ..retrieval import dense_run
 from .part3 import TrainTopLayers, evaluation_subset, paired_test, training_pool, training_rows
 
 __all__ = ["PAIR_SOURCES", "UNLABELLED_EXPERIMENT", "pair_tasks", "train_on_pairs", "pair_source_comparison",
-           "merge_source_results", "compare_sources", "source_means", "start_model"]
+           "merge_source_results", "compare_sources", "source_means", "start_model", "STAGES", "START_SETTINGS",
+           "THREE_STAGE_EXPERIMENT", "stage_tasks", "run_stage", "three_stage_comparison", "merge_three_stage_results"]
 
 #: Source name -> the training tasks it draws from ("base": MiniLM as shipped, no training).
 PAIR_SOURCES: dict[str, tuple[str, ...]] = {
@@ -202,3 +203,125 @@ def compare_sources(result: Mapping, a: str, b: str, n_resamples: int = 10_000, 
         return {q: float(np.mean([items[q] for items in by_seed])) for q in by_seed[0]}
 
     return paired_test(mean_items(a), mean_items(b), n_resamples, seed)
+
+
+# ================================================================================= three-stage training (5.3)
+#: The three stages, in order: what each trains on (section 5.3).
+STAGES = {"warm-up": "title -> abstract and inverse-cloze pairs from SciFact's corpus (no labels, section 5.2)",
+          "multi-task": "SciFact claims, STS-B, SNLI and AG News, one task per batch (Part 4)",
+          "hard negatives": "SciFact claims with each claim's best BM25 non-relevant abstract (Part 3)"}
+#: Training settings per starting point: MiniLM's top layers gently; the small BERT from scratch, every layer.
+START_SETTINGS = {"all-MiniLM-L6-v2": {"steps": 60, "lr": 5e-5, "top_layers": 3},
+                  "small_bert": {"steps": 300, "lr": 1e-3, "top_layers": None}}
+THREE_STAGE_EXPERIMENT = "three_stage_training"
+
+
+def stage_tasks(stage: str, dim: int = 384, temperature: float = 0.05, max_rows: int | None = None) -> list:
+    """The :class:`~embedlessons.multitask.Task` list of one stage of :data:`STAGES` (``dim``: the model's width,
+    for the label prototypes of the multi-task stage; ``max_rows`` caps each task, for tests)."""
+    from ..losses import in_batch_info_nce
+    from ..multitask import Task
+    from .part3 import build_triplets, mine_negatives, row_negatives
+    from .part4 import training_tasks
+
+    if stage == "warm-up":
+        return pair_tasks("title_abstract+inverse_cloze", temperature=temperature, max_rows=max_rows)
+    if stage == "multi-task":
+        return training_tasks(rows_per_task=max_rows, dim=dim, temperature=temperature)
+    if stage == "hard negatives":
+        pool = training_pool(1000, seed=0)
+        rows = training_rows(pool, max_rows=max_rows)
+        mined, _ = mine_negatives("bm25", pool, depth=30)
+        triplets = build_triplets(pool, rows, row_negatives(mined, pool, rows, hard_ratio=1.0))
+        return [Task("hard_negatives", triplets, functools.partial(in_batch_info_nce, temperature=temperature))]
+    raise ValueError(f"unknown stage {stage!r}; choose one of {list(STAGES)}")
+
+
+def run_stage(model, stage: str, seed: int = 0, steps: int = 60, batch_size: int = 32, lr: float = 5e-5,
+              max_length: int = 64, top_layers: int | None = 3, max_rows: int | None = None, progress: bool = False):
+    """Train ``model`` in place for one stage (a fresh AdamW, 10% warm-up then linear decay, as every run of
+    the book); tasks of a stage share its steps by temperature sampling (T = 2, Part 4). Returns the history."""
+    from ..multitask import train_multitask
+    from ..training import TrainConfig
+
+    tasks = stage_tasks(stage, dim=model.dim, max_rows=max_rows)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.1, max_length=max_length,
+                         seed=seed)
+    return train_multitask(model, tasks, config, sampler="temperature", temperature=2.0,
+                           callbacks=[TrainTopLayers(top_layers)] if top_layers else [], cache=False,
+                           progress=progress)
+
+
+def three_stage_comparison(starts: Sequence[str] = tuple(START_SETTINGS), seeds: Sequence[int] = (0, 1, 2),
+                           batch_size: int = 32, max_length: int = 64, max_rows: int | None = None,
+                           steps: int | None = None, scifact_distractors: int | None = 217,
+                           sts_pairs: int | None = None, news_train: int = 400, news_test: int = 1000,
+                           score_start: bool = True, progress: bool = True) -> dict:
+    """Warm-up, then multi-task, then hard negatives, from each start; all four families scored after each stage.
+
+    Returns a result in the layout of :func:`~.part4.recipe_comparison`, so that
+    :func:`~.part4.compare_recipes` and :func:`~.part4.recipe_means` apply: one "recipe" per start and number
+    of stages done, ``"<start>:<k>"`` (``k = 0``: untrained, one model), with ``summary``, ``per_query``
+    (``"<start>:<k>/seed<s>/<family>"``) and ``sts_gold``; ``settings["start_settings"]`` holds the steps,
+    learning rate and trained layers of each start (``steps`` overrides every start's, for tests).
+    ``score_start=False`` skips scoring the untrained start: for runs split by seed and merged
+    (:func:`merge_three_stage_results`), one of which scores it.
+    """
+    from .part4 import four_task_data, score_four_tasks
+
+    unknown = [s for s in starts if s not in START_SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown starts {unknown}; choose from {list(START_SETTINGS)}")
+    per_start = {s: {**START_SETTINGS[s], **({"steps": steps} if steps is not None else {})} for s in starts}
+    settings = dict(starts=list(starts), seeds=list(seeds), score_start=score_start, batch_size=batch_size,
+                    max_length=max_length,
+                    max_rows=max_rows, steps=steps, start_settings=per_start, stages=list(STAGES),
+                    scifact_distractors=scifact_distractors, sts_pairs=sts_pairs, news_train=news_train,
+                    news_test=news_test)
+    data = four_task_data(scifact_distractors, sts_pairs, news_train, news_test)
+    out = {"settings": settings, "summary": {}, "per_query": {}, "sts_gold": [float(s) for s in data.sts.scores],
+           "data": data.sizes()}
+
+    def record(recipe: str, seed: int, model) -> None:
+        scores = score_four_tasks(model, data, max_length=max_length)
+        out["summary"].setdefault(recipe, {})[str(seed)] = scores["summary"]
+        for family, items in scores["items"].items():
+            out["per_query"][f"{recipe}/seed{seed}/{family}"] = items
+        if progress:
+            print(recipe, seed, {k: round(v, 4) for k, v in scores["summary"].items()}, flush=True)
+
+    for start in starts:
+        if score_start:
+            record(f"{start}:0", 0, start_model(start))
+        for seed in seeds:
+            model = start_model(start)
+            for k, stage in enumerate(STAGES, 1):
+                run_stage(model, stage, seed=seed, batch_size=batch_size, max_length=max_length, max_rows=max_rows,
+                          **per_start[start])
+                record(f"{start}:{k}", seed, model)
+    return out
+
+
+def merge_three_stage_results(results: Sequence[dict]) -> dict:
+    """Merge results of :func:`three_stage_comparison` run for other starts or other seeds (``--append``); the
+    other settings and the scored data must match, and no (start, stage, seed) may occur twice."""
+    first = results[0]
+    split = ("starts", "start_settings", "seeds", "score_start")
+    fixed = lambda r: ({k: v for k, v in r["settings"].items() if k not in split}, r["sts_gold"])
+    merged = {**first, "summary": {}, "per_query": {}, "runs": [],
+              "settings": {**first["settings"], "starts": [], "start_settings": {}, "seeds": [], "score_start": True}}
+    for r in results:
+        if fixed(r) != fixed(first):
+            raise ValueError(f"cannot merge runs with different settings: {first['settings']} vs {r['settings']}")
+        for recipe, by_seed in r["summary"].items():
+            twice = set(by_seed) & set(merged["summary"].get(recipe, {}))
+            if twice:
+                raise ValueError(f"{recipe} seeds {sorted(twice)} occur in more than one run")
+            merged["summary"].setdefault(recipe, {}).update(by_seed)
+        merged["per_query"].update(r["per_query"])
+        settings = merged["settings"]
+        settings["starts"] += [x for x in r["settings"]["starts"] if x not in settings["starts"]]
+        settings["start_settings"].update(r["settings"]["start_settings"])
+        settings["seeds"] = sorted(set(settings["seeds"]) | set(r["settings"]["seeds"]))
+        merged["runs"] += list(r.get("runs", []))
+    return merged
