@@ -31,15 +31,15 @@ import contextlib
 import functools
 import hashlib
 import json
-import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 
 from .data import _STS, RetrievalDataset, ScoredPairs, load_retrieval, load_sts
 from .models import MINILM, BiEncoder, minilm_path
+from .training import global_rng_kept
 
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
@@ -62,19 +62,6 @@ def _require_mteb():
         raise ImportError('this needs the `mteb` package (2.x): pip install "mteb>=2.1,<3" '
                           '(it is in the "book" extra of embedlessons)') from err
     return mteb
-
-
-@contextlib.contextmanager
-def _global_rng_kept() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's global random states afterwards: MTEB's tasks and evaluators
-    call ``random.seed(42)``, ``np.random.seed(42)`` and ``torch.manual_seed(42)`` when they are created."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
@@ -265,7 +252,7 @@ def _make_task(base: type, name: str, split: str, data: ScoredPairs | RetrievalD
     # per-instance ``metadata``, which would fall back to the base class's
     cls = type(f"{base.__name__}_{name}_{split}", (base,),
                {"metadata": metadata, "embedlessons_data": data, **class_attrs})
-    with _global_rng_kept():
+    with global_rng_kept():
         return cls()
 
 
@@ -356,7 +343,7 @@ def run_mteb(encoder: MTEBEncoder, tasks: AbsTask | Iterable[AbsTask]) -> dict[s
     names = [t.metadata.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}")
-    with _global_rng_kept():
+    with global_rng_kept():
         result = mteb.evaluate(encoder, tasks, cache=None, overwrite_strategy="always", raise_error=True,
                                co2_tracker=False, show_progress_bar=False,
                                encode_kwargs={"batch_size": encoder.batch_size, "show_progress_bar": False})

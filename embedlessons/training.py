@@ -25,7 +25,9 @@ import inspect
 import itertools
 import json
 import math
+import contextlib
 import os
+import random
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -38,7 +40,7 @@ import torch
 from .losses import LossOutput, supervised_contrastive
 from .progress import progress_bar
 
-__all__ = ["balanced_batches", "fine_tune_on_labels",
+__all__ = ["balanced_batches", "fine_tune_on_labels", "global_rng_kept",
            "PairDataset", "TripletDataset", "ScoredPairDataset",
            "pairs_from_retrieval", "pairs_from_nli", "triplets_from_nli", "scored_pairs_from_sts",
            "collate", "NoDuplicatesBatchSampler", "RandomBatchSampler", "count_duplicate_batches",
@@ -664,6 +666,19 @@ class TrainHistory:
             text = Path(text_or_path).read_text(encoding="utf-8")
         d = json.loads(text)
         return cls(d.get("steps"), d.get("evals"), d.get("meta"), d.get("pending"))
+
+
+@contextlib.contextmanager
+def global_rng_kept() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) global random states on exit, for library code that
+    re-seeds them (the Hugging Face trainer, mteb's tasks and evaluators)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 @dataclass

@@ -59,6 +59,7 @@ def pair_tasks(source: str, temperature: float = 0.05, max_rows: int | None = No
     from ..multitask import Task
     from ..training import PairDataset
     from ..unlabelled_pairs import inverse_cloze_pairs, title_abstract_pairs
+    from .part4 import training_tasks
 
     if source not in PAIR_SOURCES:
         raise ValueError(f"unknown pair source {source!r}; choose one of {list(PAIR_SOURCES)}")
@@ -66,11 +67,9 @@ def pair_tasks(source: str, temperature: float = 0.05, max_rows: int | None = No
     corpus = None
     tasks = []
     for name in PAIR_SOURCES[source]:
-        if name == "labelled":
-            pool = training_pool(1000, seed=0)
-            text = dict(zip(pool.doc_ids, pool.doc_texts()))
-            rows = training_rows(pool)
-            data = PairDataset([pool.queries[q] for q, _ in rows], [text[d] for _, d in rows])
+        if name == "labelled":          # Part 4's retrieval task: the same pairs, claims that repeat a test one left out
+            retrieval, = training_tasks(("retrieval",), rows_per_task=max_rows, temperature=temperature, seed=seed)
+            data = retrieval.dataset
         else:
             corpus = corpus or load_retrieval("scifact", "test")     # the corpus is the same for every split
             data = title_abstract_pairs(corpus) if name == "title_abstract" else inverse_cloze_pairs(corpus, seed=0)

@@ -22,9 +22,7 @@ CPU in float32 (ours would use bf16 autocast on a GPU).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import random
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +35,7 @@ from torch import nn
 
 from ..evaluation import mrr_at_k, ndcg_at_k, recall_at_k
 from ..retrieval import dense_run
+from ..training import global_rng_kept
 from .part3 import TrainTopLayers, evaluation_subset
 from .part5 import compare_sources, pair_tasks
 
@@ -79,18 +78,6 @@ def labelled_pairs(max_rows: int | None = None):
     """SciFact's (training claim, relevant abstract) pairs, a :class:`~embedlessons.training.PairDataset`
     (section 5.2's ``labelled`` source; ``max_rows``: a seeded sample, for tests)."""
     return pair_tasks("labelled", max_rows=max_rows)[0].dataset
-
-
-@contextlib.contextmanager
-def _kept_rng():
-    """The Hugging Face trainer re-seeds Python's, NumPy's and torch's global generators: restore them."""
-    state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
 
 
 def _no_dropout(model: nn.Module) -> None:
@@ -288,7 +275,7 @@ def train_with_library(loss: str = "mnrl", seed: int = 0, steps: int = 60, batch
     data, config = labelled_pairs(max_rows), _config(steps, batch_size, lr, max_length, seed)
     model = _st_minilm(max_length, dropout)
     freeze = TrainTopLayers(top_layers) if top_layers else None
-    with _kept_rng(), tempfile.TemporaryDirectory() as tmp:
+    with global_rng_kept(), tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
             optim="adamw_torch", weight_decay=config.weight_decay, lr_scheduler_type="linear",
