@@ -220,19 +220,21 @@ def load_model(name_or_path: str | os.PathLike = MINILM, pooling: str | None = N
 
 def small_bert(num_layers: int = 2, hidden_size: int = 128, num_heads: int = 2, intermediate_size: int = 512,
                max_position_embeddings: int = 512, pooling: str = "mean", normalize: bool = True,
-               max_length: int = 128, seed: int = 0) -> BiEncoder:
+               max_length: int = 128, seed: int = 0, tokenizer=None) -> BiEncoder:
     """A small random-initialised BERT bi-encoder with MiniLM's tokenizer, for "from scratch" lessons.
 
     Deterministic for a given ``seed``. Defaults give a 2-layer, 128-wide model (~4.2M parameters,
-    most of them the 30,522-token embedding table).
+    most of them the 30,522-token embedding table). ``tokenizer``: another Hugging Face tokenizer (e.g.
+    :func:`embedlessons.vocab.character_tokenizer` for Chinese); the embedding table gets its vocabulary size.
     """
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-    with _quiet_loading():
-        tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+    if tokenizer is None:
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)

@@ -13,6 +13,9 @@ load (``--no-batching`` turns it off, for comparison). Input limits: at most ``-
 request, ``--max-chars`` characters per text, ``k`` at most ``--max-k``, and a request body of at most
 ``--max-body-bytes``; bad input gets a JSON error with status 413 (too large) or 422 (wrong shape, type or
 unknown field) and never stops the server.
+
+``--model`` may also be a folder written by :func:`embedlessons.onnx_export.export_onnx`: it is then served by
+ONNX Runtime (:class:`~embedlessons.onnx_export.OnnxEncoder`) instead of PyTorch.
 """
 
 
@@ -214,12 +217,19 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=256, help="token limit of the model (default: 256)")
     args = parser.parse_args(argv)
 
+    from pathlib import Path
+
     import uvicorn
 
     from .data import load_retrieval
     from .models import load_model
 
-    model = load_model(args.model)
+    if (Path(args.model) / "embedlessons_onnx.json").is_file():      # an export of embedlessons.onnx_export
+        from .onnx_export import OnnxEncoder
+
+        model = OnnxEncoder(args.model)
+    else:
+        model = load_model(args.model)
     corpus = load_retrieval(args.corpus, args.split) if args.corpus else None
     limits = ServiceLimits(args.max_texts, args.max_chars, args.max_k, args.max_body_bytes)
     app = create_app(model, corpus, limits, batching=not args.no_batching, batch_window_ms=args.batch_window_ms,
