@@ -48,7 +48,10 @@ class _Stats:
 
 
 class _Batcher:
-    """Collects texts from concurrent requests and encodes them in one forward pass per window."""
+    """Collects texts from concurrent requests and encodes them in one forward pass per window.
+
+    Requests join a pass in arrival order while their texts fit in ``max_batch`` (a request is never split;
+    one larger than ``max_batch`` goes alone), as in Exercise 8."""
 
     def __init__(self, encode, window_s: float, max_batch: int, stats: _Stats):
         self.encode, self.window_s, self.max_batch, self.stats = encode, window_s, max_batch, stats
@@ -62,8 +65,10 @@ class _Batcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        pending = None                      # a request that did not fit in the last pass opens the next one
         while True:
-            items = [await self.queue.get()]
+            items = [pending if pending is not None else await self.queue.get()]
+            pending = None
             n = len(items[0][0])
             deadline = loop.time() + self.window_s
             while n < self.max_batch:
@@ -73,6 +78,9 @@ class _Batcher:
                 try:
                     item = await asyncio.wait_for(self.queue.get(), timeout)
                 except asyncio.TimeoutError:
+                    break
+                if n + len(item[0]) > self.max_batch:     # never split a request, never exceed max_batch
+                    pending = item
                     break
                 items.append(item)
                 n += len(item[0])

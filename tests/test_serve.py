@@ -113,3 +113,33 @@ def test_concurrent_requests_share_forward_passes(service):
     assert requests == 16 and passes < 8                      # batched: several requests per forward pass
     passes, requests = asyncio.run(burst(urls["plain"]))
     assert requests == 16 and passes == 16                    # without batching: one pass per request
+
+
+def test_batcher_never_exceeds_max_batch_nor_splits_a_request():
+    from embedlessons.serve import _Batcher, _Stats
+
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.arange(len(texts), dtype=np.float32)[:, None] + 0.0
+
+    sizes = [3, 1, 5, 2, 2, 7, 12, 1]
+
+    async def scenario():
+        batcher = _Batcher(encode, window_s=0.05, max_batch=8, stats=_Stats())
+        batcher.task = asyncio.create_task(batcher.run())
+        requests = [[f"r{r} t{i}" for i in range(n)] for r, n in enumerate(sizes)]
+        out = await asyncio.gather(*(batcher.submit(r) for r in requests))   # all arrive within one window
+        batcher.task.cancel()
+        return requests, out
+
+    requests, out = asyncio.run(scenario())
+    assert [len(o) for o in out] == sizes                                   # each request gets its own rows
+    owner = {t: r for r, texts in enumerate(requests) for t in texts}
+    for call in calls:
+        ids = [owner[t] for t in call]
+        assert len(call) <= 8 or len(set(ids)) == 1                        # over the limit only when alone
+        assert all(ids.count(r) == sizes[r] for r in set(ids))             # no request split
+    assert [owner[t] for c in calls for t in c] == sorted(owner[t] for c in calls for t in c)   # arrival order
+    assert len(calls) < len(sizes)                                          # and it still batches

@@ -139,8 +139,8 @@ def check_pooling_head(fn: Callable) -> CheckResult:
     if gap > 1e-4:
         return CheckResult(False, f"ONNX Runtime's output differs from PyTorch's by {gap:.1e} on another shape: "
                                   f"something was traced as a constant")
-    return CheckResult(True, f"the normalised masked mean, and it exports to ONNX: ONNX Runtime equals PyTorch "
-                             f"on a [5, 11] batch (largest difference below 1e-4)")
+    return CheckResult(True, "the normalised masked mean, and it exports to ONNX: ONNX Runtime equals PyTorch "
+                             "on a [5, 11] batch (largest difference below 1e-4)")
 
 
 # ======================================================================================= Exercise 8
