@@ -40,6 +40,10 @@ class ColumnsAsModel(torch.nn.Module):
         return self.dim
 
 
+    # sentence-transformers >= 6.3 asks the model for its full width this way
+    _get_untruncated_embedding_dimension = get_embedding_dimension
+
+
 def _assert_same_value_and_grads(ours, theirs, inputs):
     torch.testing.assert_close(ours, theirs, **TOL)
     for go, gt in zip(torch.autograd.grad(ours, inputs, retain_graph=True),

@@ -120,6 +120,10 @@ class _Columns(nn.Module):
         return self.dim
 
 
+    # sentence-transformers >= 6.3 asks the model for its full width this way
+    _get_untruncated_embedding_dimension = get_embedding_dimension
+
+
 def _gap(a, b) -> float:
     """Largest absolute difference between two tensors or two lists of tensors."""
     pairs = zip(a, b) if isinstance(a, (list, tuple)) else [(a, b)]
