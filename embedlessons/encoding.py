@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from .data import cache_dir
 from .progress import progress_bar
 
-__all__ = ["encode", "EmbeddingCache", "embedding_cache_dir"]
+__all__ = ["encode", "encode_texts", "EmbeddingCache", "embedding_cache_dir"]
 
 
 def embedding_cache_dir() -> Path:
@@ -64,6 +65,62 @@ class EmbeddingCache:
         self._load().update(zip(keys, vectors))
 
 
+def encode_texts(texts: list[str], dim: int, run_batch: Callable[[list[str]], np.ndarray], batch_size: int = 32,
+                 cache_key: str | None = None, progress: bool = True, desc: str = "encoding") -> np.ndarray:
+    """The loop every encoder here shares: each distinct text once, longest first, through ``run_batch``.
+
+    Args:
+        texts: N strings. dim: the vector size d.
+        run_batch: turns up to ``batch_size`` texts into a float array [b, d] (tokenise, forward, pool).
+        batch_size: texts per ``run_batch`` call. Sorting by length first makes each batch pad little.
+        cache_key: the on-disk cache's key for this model and token limit (vectors are reused and stored),
+            or None for no cache (also when ``EMBEDLESSONS_NO_CACHE=1``).
+        progress, desc: a progress bar (only for work that is not cached).
+
+    Returns:
+        float32 array [N, d], in the order of ``texts``.
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("every text must be a string")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    if not texts:
+        return out
+    use_cache = cache_key is not None and os.environ.get("EMBEDLESSONS_NO_CACHE") != "1"
+    keys = [_text_key(t) for t in texts]
+    todo = list(range(len(texts)))
+    if use_cache:
+        store = EmbeddingCache(cache_key)
+        todo = []
+        for i, vec in enumerate(store.get(keys)):
+            if vec is None:
+                todo.append(i)
+            else:
+                out[i] = vec
+    # encode each distinct missing text once, longest first so batches pad little
+    unique: dict[str, int] = {}
+    for i in todo:
+        unique.setdefault(keys[i], i)
+    order = sorted(unique.values(), key=lambda i: -len(texts[i]))
+    new_vectors = np.zeros((len(order), dim), dtype=np.float32)
+    bar = progress_bar(total=len(order), desc=desc, enabled=progress and len(order) > batch_size, unit="text")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        new_vectors[start:start + len(idx)] = run_batch([texts[i] for i in idx])
+        bar.update(len(idx))
+    bar.close()
+    row_of = {keys[i]: r for r, i in enumerate(order)}
+    for i in todo:
+        out[i] = new_vectors[row_of[keys[i]]]
+    if use_cache:
+        store.put([keys[i] for i in order], new_vectors)
+    return out
+
+
 @torch.no_grad()
 def encode(model, texts: list[str], batch_size: int = 32, max_length: int | None = None,
            cache: bool = True, progress: bool = True, desc: str = "encoding") -> np.ndarray:
@@ -78,50 +135,14 @@ def encode(model, texts: list[str], batch_size: int = 32, max_length: int | None
         progress: show a progress bar (only for work that is not cached).
 
     Returns:
-        float32 array [N, d], in the order of ``texts``.
+        float32 array [N, d], in the order of ``texts`` (:func:`encode_texts` does the work).
     """
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
-    texts = list(texts)
-    if not all(isinstance(t, str) for t in texts):
-        raise TypeError("every text must be a string")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     max_length = max_length or model.max_length
-    out = np.zeros((len(texts), model.dim), dtype=np.float32)
-    if not texts:
-        return out
-
-    use_cache = cache and os.environ.get("EMBEDLESSONS_NO_CACHE") != "1"
-    keys = [_text_key(t) for t in texts]
-    todo = list(range(len(texts)))
-    if use_cache:
-        store = EmbeddingCache(f"{model.fingerprint()}-{max_length}")
-        todo = []
-        for i, vec in enumerate(store.get(keys)):
-            if vec is None:
-                todo.append(i)
-            else:
-                out[i] = vec
-    # encode each distinct missing text once, longest first so batches pad little
-    unique: dict[str, int] = {}
-    for i in todo:
-        unique.setdefault(keys[i], i)
-    order = sorted(unique.values(), key=lambda i: -len(texts[i]))
     was_training = model.training
     model.eval()
-    new_vectors = np.zeros((len(order), model.dim), dtype=np.float32)
-    bar = progress_bar(total=len(order), desc=desc, enabled=progress and len(order) > batch_size, unit="text")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = model.tokenize([texts[i] for i in idx], max_length=max_length)
-        new_vectors[start:start + len(idx)] = model(batch).float().cpu().numpy()
-        bar.update(len(idx))
-    bar.close()
-    model.train(was_training)
-    row_of = {keys[i]: r for r, i in enumerate(order)}
-    for i in todo:
-        out[i] = new_vectors[row_of[keys[i]]]
-    if use_cache:
-        store.put([keys[i] for i in order], new_vectors)
-    return out
+    try:
+        return encode_texts(texts, model.dim,
+                            lambda batch: model(model.tokenize(batch, max_length=max_length)).float().cpu().numpy(),
+                            batch_size, f"{model.fingerprint()}-{max_length}" if cache else None, progress, desc)
+    finally:
+        model.train(was_training)

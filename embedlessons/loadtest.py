@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .models import model_folder
+
 __all__ = ["ENDPOINTS", "Service", "free_port", "start_service", "load_test", "load_test_async", "load_test_table",
            "recorded_load_test"]
 
@@ -317,19 +319,6 @@ def load_test(url: str, texts: Sequence[str], concurrency: int, requests: int, e
 # ----------------------------------------------------------------------------- comparisons
 
 
-@contextmanager
-def _model_folder(model: str | os.PathLike) -> Iterator[str]:
-    """``model`` as the service's ``--model``; ``"small_bert"`` is a random :func:`~.models.small_bert`
-    (default size, seed 0) saved to a temporary folder."""
-    if str(model) != "small_bert":
-        yield str(model)
-        return
-    from .models import small_bert
-
-    with tempfile.TemporaryDirectory(prefix="loadtest_model_") as folder:
-        yield str(small_bert(seed=0).save(Path(folder) / "small_bert"))
-
-
 def load_test_table(model: str | os.PathLike, texts: Sequence[str], concurrencies: Sequence[int] = (1, 4, 16),
                     requests: int = 200, batching_modes: Sequence[bool] = (True, False), endpoint: str = "/embed",
                     texts_per_request: int = 1, k: int = 10, corpus: str | os.PathLike | None = None,
@@ -361,7 +350,7 @@ def load_test_table(model: str | os.PathLike, texts: Sequence[str], concurrencie
     env = {"OMP_NUM_THREADS": str(server_threads), "MKL_NUM_THREADS": str(server_threads)} if server_threads else None
     rows = []
     with ExitStack() as stack:
-        folder = stack.enter_context(_model_folder(model))
+        folder = stack.enter_context(model_folder(model))
         for batching in batching_modes:
             mode_args = ["--batch-window-ms", str(batch_window_ms)] if batching else ["--no-batching"]
             with start_service(folder, corpus, extra_args=[*server_args, *mode_args], timeout_s=startup_timeout_s,

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["POOLING_MODES", "MINILM", "BiEncoder", "CrossEncoder", "pool", "load_model", "small_bert", "minilm_path"]
+__all__ = ["POOLING_MODES", "MINILM", "BiEncoder", "CrossEncoder", "pool", "load_model", "small_bert", "minilm_path",
+           "model_folder"]
 
 POOLING_MODES = ("mean", "cls", "max")
 MINILM = "all-MiniLM-L6-v2"
@@ -240,6 +241,20 @@ def small_bert(num_layers: int = 2, hidden_size: int = 128, num_heads: int = 2, 
     torch.manual_seed(seed)
     transformer = BertModel(config, add_pooling_layer=False)
     return BiEncoder(transformer, tokenizer, pooling=pooling, normalize=normalize, max_length=max_length).eval()
+
+
+@contextlib.contextmanager
+def model_folder(model: str | os.PathLike):
+    """``model`` as something a separate process can load by name: a folder or hub name is passed through;
+    ``"small_bert"`` is a random :func:`small_bert` (default size, seed 0) saved to a temporary folder that
+    exists for the block (the tiny settings of recorded experiments and tests use it)."""
+    import tempfile
+
+    if str(model) != "small_bert":
+        yield str(model)
+        return
+    with tempfile.TemporaryDirectory(prefix="small_bert_") as folder:
+        yield str(small_bert(seed=0).save(Path(folder) / "small_bert"))
 
 
 class CrossEncoder(nn.Module):

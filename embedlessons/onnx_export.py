@@ -465,48 +465,11 @@ class OnnxEncoder:
         Returns:
             float32 array [N, dim], in the order of ``texts``.
         """
-        from .encoding import EmbeddingCache, _text_key
-        from .progress import progress_bar
+        from .encoding import encode_texts
 
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
-        texts = list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("every text must be a string")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         max_length = max_length or self.max_length
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        use_cache = cache and os.environ.get("EMBEDLESSONS_NO_CACHE") != "1"
-        keys = [_text_key(t) for t in texts]
-        todo = list(range(len(texts)))
-        if use_cache:
-            store = EmbeddingCache(f"{self.fingerprint()}-{max_length}")
-            todo = []
-            for i, vec in enumerate(store.get(keys)):
-                if vec is None:
-                    todo.append(i)
-                else:
-                    out[i] = vec
-        unique: dict[str, int] = {}
-        for i in todo:
-            unique.setdefault(keys[i], i)
-        order = sorted(unique.values(), key=lambda i: -len(texts[i]))
-        new_vectors = np.zeros((len(order), self.dim), dtype=np.float32)
-        bar = progress_bar(total=len(order), desc=desc, enabled=progress and len(order) > batch_size, unit="text")
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            new_vectors[start:start + len(idx)] = self._run(self.tokenize([texts[i] for i in idx], max_length))
-            bar.update(len(idx))
-        bar.close()
-        row_of = {keys[i]: r for r, i in enumerate(order)}
-        for i in todo:
-            out[i] = new_vectors[row_of[keys[i]]]
-        if use_cache:
-            store.put([keys[i] for i in order], new_vectors)
-        return out
+        return encode_texts(texts, self.dim, lambda batch: self._run(self.tokenize(batch, max_length)), batch_size,
+                            f"{self.fingerprint()}-{max_length}" if cache else None, progress, desc)
 
     def __repr__(self) -> str:
         kind = "int8" if self.quantization else "fp32" + (" optimised" if self.optimized else "")
@@ -545,7 +508,8 @@ def onnx_comparison(model: str = "all-MiniLM-L6-v2", n_docs: int = 300, batch_si
     ``onnx_int8_per_tensor`` (:func:`quantize_int8` of the fp32 graph), built in a temporary folder.
 
     Args:
-        model: a name or folder for :func:`~embedlessons.models.load_model` (and for ``SentenceTransformer``).
+        model: a name or folder for :func:`~embedlessons.models.load_model` (and for ``SentenceTransformer``);
+            ``"small_bert"``: a random :func:`~embedlessons.models.small_bert` (the tiny setting).
         n_docs: the first n SciFact test-corpus abstracts (title + text) timed; with the relevant documents of
             every query they also form the corpus that NDCG is computed on.
         batch_size, max_length, threads: the same for every variant (``torch.set_num_threads`` and ONNX Runtime
@@ -561,6 +525,19 @@ def onnx_comparison(model: str = "all-MiniLM-L6-v2", n_docs: int = 300, batch_si
         "throughput": {variant: texts/s}, "speedup_vs_st": {variant: ratio}, "sts_spearman": {variant: rho},
         "parity": {variant: parity stats vs torch_fp32 on the timed documents}, "sizes_mb": {variant: MB}}``.
     """
+    from .models import model_folder
+
+    with model_folder(model) as source:
+        result = _compare(source, n_docs, batch_size, max_length, threads, repeats, n_sts, n_queries,
+                          query_max_length, sts_max_length, k, progress)
+    result["settings"]["model"] = str(model)
+    return result
+
+
+def _compare(model: str, n_docs: int, batch_size: int, max_length: int, threads: int, repeats: int,
+             n_sts: int | None, n_queries: int | None, query_max_length: int, sts_max_length: int, k: int,
+             progress: bool) -> dict:
+    """:func:`onnx_comparison` on a model that loads by name or folder."""
     import torch
 
     from .data import RetrievalDataset, load_retrieval, load_sts

@@ -135,6 +135,18 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
         split_by=("recipes",),
     ),
     RecordedExperiment(
+        name="mrl_dimension_curve",
+        function="embedlessons.experiments.part4:mrl_dimension_curve",
+        section="4.5",
+        description="MiniLM fine-tuned with and without MRL (60 steps, 3 seeds), SciFact NDCG@10 per claim and "
+                    "STS-B cosines per pair at every prefix length 32-384",
+        settings={"seeds": [0, 1, 2], "steps": 60, "batch_size": 32, "lr": 5e-5, "max_length": 64,
+                  "top_layers": 3, "dims": [384, 256, 128, 64, 32], "scifact_distractors": 217},
+        tiny={"seeds": [0], "steps": 2, "batch_size": 4, "max_length": 16, "dims": [384, 32],
+              "scifact_distractors": 10, "max_rows": 16, "query_max_length": 16, "doc_max_length": 16,
+              "sts_pairs": 30, "progress": False},
+    ),
+    RecordedExperiment(
         name="unlabelled_vs_labelled",
         description="MiniLM fine-tuned on SciFact's labelled claims vs pairs made from its corpus alone (title -> "
                     "abstract, inverse cloze), equal step budget, 3 seeds, NDCG@10 per test claim",
@@ -178,6 +190,38 @@ EXPERIMENTS: dict[str, RecordedExperiment] = {e.name: e for e in [
         tiny={"arms": ["ours_info_nce", "st_mnrl"], "seeds": [0], "steps": 2, "batch_size": 4, "max_rows": 16,
               "scifact_distractors": 10, "max_length": 16, "query_max_length": 16, "doc_max_length": 16,
               "progress": False},
+    ),
+    RecordedExperiment(
+        name="onnx_speed_quality",
+        function="embedlessons.onnx_export:onnx_comparison",
+        section="5.5",
+        description="MiniLM in sentence-transformers, PyTorch and ONNX Runtime (fp32, optimised, int8 per channel / "
+                    "per tensor): encode throughput on 300 SciFact abstracts (1 thread), NDCG@10, STS-B Spearman",
+        settings={"model": "all-MiniLM-L6-v2", "n_docs": 300, "batch_size": 32, "max_length": 256, "threads": 1,
+                  "repeats": 3},
+        tiny={"model": "small_bert", "n_docs": 12, "batch_size": 4, "max_length": 16, "threads": 1, "repeats": 1,
+              "n_sts": 12, "n_queries": 6, "query_max_length": 16, "sts_max_length": 16},
+    ),
+    RecordedExperiment(
+        name="service_load_test",
+        function="embedlessons.loadtest:recorded_load_test",
+        section="5.5",
+        description="the embedding service (MiniLM, 1 server thread) under a closed-loop load test on loopback: "
+                    "throughput and p50/p99 latency at 1-64 concurrent clients, with and without request batching",
+        settings={"model": "all-MiniLM-L6-v2", "concurrencies": [1, 4, 16, 64], "requests": 400,
+                  "batching_modes": [True, False], "server_threads": 1},
+        tiny={"model": "small_bert", "concurrencies": [1, 4], "requests": 8, "n_texts": 20, "warmup_requests": 2,
+              "max_length": 32},
+    ),
+    RecordedExperiment(
+        name="gradcache_memory",
+        function="embedlessons.experiments.part5_performance:gradcache_memory",
+        section="5.7",
+        description="one step of in-batch InfoNCE on 128 SciFact pairs (MiniLM, 128 tokens, 1 thread): peak memory "
+                    "and time of the big batch, GradCache and sentence-transformers' cached MNRL",
+        settings={"model": "all-MiniLM-L6-v2", "batch_size": 128, "max_length": 128, "mini_batches": [8, 16, 32],
+                  "st_mini_batches": [8, 16, 32], "threads": 1},
+        tiny={"model": "small_bert", "batch_size": 8, "max_length": 16, "mini_batches": [4], "st_mini_batches": [4]},
     ),
 ]}
 

@@ -9,18 +9,21 @@
 
 Concurrent requests are **batched**: texts that arrive within ``--batch-window-ms`` of each other (up to
 ``--max-batch`` texts) go through the model in one forward pass, which is what makes a small model fast under
-load (``--no-batching`` turns it off, for comparison). Input limits: at most ``--max-texts`` texts per
+load (``--no-batching`` turns it off, for comparison). Either way one forward pass runs at a time (the model's
+``--threads`` do the parallel work), so the two modes use the same compute. Input limits: at most ``--max-texts`` texts per
 request, ``--max-chars`` characters per text, ``k`` at most ``--max-k``, and a request body of at most
 ``--max-body-bytes``; bad input gets a JSON error with status 413 (too large) or 422 (wrong shape, type or
 unknown field) and never stops the server.
 
-``--model`` may also be a folder written by :func:`embedlessons.onnx_export.export_onnx`: it is then served by
-ONNX Runtime (:class:`~embedlessons.onnx_export.OnnxEncoder`) instead of PyTorch.
+``--model`` may also be a folder written by :func:`embedlessons.onnx_export.export_onnx` (or an ``.onnx`` file in
+one, e.g. its int8 copy): it is then served by ONNX Runtime (:class:`~embedlessons.onnx_export.OnnxEncoder`)
+instead of PyTorch. ``--threads`` fixes the model's CPU threads (for a fair comparison of two settings).
 """
 
 
 import argparse
 import asyncio
+import concurrent.futures
 import time
 from dataclasses import dataclass, field
 
@@ -53,8 +56,10 @@ class _Batcher:
     Requests join a pass in arrival order while their texts fit in ``max_batch`` (a request is never split;
     one larger than ``max_batch`` goes alone), as in Exercise 8."""
 
-    def __init__(self, encode, window_s: float, max_batch: int, stats: _Stats):
+    def __init__(self, encode, window_s: float, max_batch: int, stats: _Stats,
+                 executor: concurrent.futures.Executor | None = None):
         self.encode, self.window_s, self.max_batch, self.stats = encode, window_s, max_batch, stats
+        self.executor = executor
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
@@ -86,7 +91,7 @@ class _Batcher:
                 n += len(item[0])
             texts = [t for batch, _ in items for t in batch]
             try:
-                vectors = await loop.run_in_executor(None, self.encode, texts)
+                vectors = await loop.run_in_executor(self.executor, self.encode, texts)
                 self.stats.forward_passes += 1
             except Exception as err:           # noqa: BLE001 - hand the error to every waiting request
                 for _, future in items:
@@ -113,6 +118,9 @@ def create_app(model, corpus=None, limits: ServiceLimits | None = None, batching
 
     limits = limits or ServiceLimits()
     stats = _Stats()
+    # one forward pass at a time, with or without batching: the model's own threads (--threads) do the parallel
+    # work, so both modes use the same compute and requests wait their turn instead of competing for the cores
+    model_worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     state: dict = {"ready": False}
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -131,18 +139,19 @@ def create_app(model, corpus=None, limits: ServiceLimits | None = None, batching
     @asynccontextmanager
     async def lifespan(app):
         if batching:
-            state["batcher"] = _Batcher(encode, batch_window_ms / 1000, max_batch, stats)
+            state["batcher"] = _Batcher(encode, batch_window_ms / 1000, max_batch, stats, model_worker)
             state["batcher"].task = asyncio.create_task(state["batcher"].run())
         if corpus is not None:
             from .indexing import build_flat
 
-            docs = await asyncio.get_running_loop().run_in_executor(None, encode, corpus.doc_texts())
+            docs = await asyncio.get_running_loop().run_in_executor(model_worker, encode, corpus.doc_texts())
             docs /= np.linalg.norm(docs, axis=1, keepdims=True).clip(1e-12)
             state["index"], state["doc_ids"] = build_flat(docs), corpus.doc_ids
         state["ready"] = True
         yield
         if batching:
             state["batcher"].task.cancel()
+        model_worker.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="embedlessons embedding service", lifespan=lifespan)
 
@@ -171,7 +180,7 @@ def create_app(model, corpus=None, limits: ServiceLimits | None = None, batching
         stats.texts += len(texts)
         if batching:
             return await state["batcher"].submit(texts)
-        out = await asyncio.get_running_loop().run_in_executor(None, encode, texts)
+        out = await asyncio.get_running_loop().run_in_executor(model_worker, encode, texts)
         stats.forward_passes += 1
         return out
 
@@ -190,7 +199,8 @@ def create_app(model, corpus=None, limits: ServiceLimits | None = None, batching
             return error(413, str(err))
         if req.normalize:
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-        return {"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])}
+        # a JSONResponse skips FastAPI's generic encoder, which walks every float of the reply in Python
+        return JSONResponse(content={"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])})
 
     @app.post("/search")
     async def search(req: SearchRequest):
@@ -223,7 +233,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch", type=int, default=64, help="texts per forward pass at most (default: 64)")
     parser.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     parser.add_argument("--max-length", type=int, default=256, help="token limit of the model (default: 256)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the model (PyTorch or ONNX Runtime; default: the runtime's own)")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
 
     from pathlib import Path
 
@@ -232,11 +246,17 @@ def main(argv=None) -> int:
     from .data import load_retrieval
     from .models import load_model
 
-    if (Path(args.model) / "embedlessons_onnx.json").is_file():      # an export of embedlessons.onnx_export
+    source = Path(args.model)
+    onnx_config = (source.parent if source.suffix == ".onnx" else source) / "embedlessons_onnx.json"
+    if onnx_config.is_file():          # an export folder of embedlessons.onnx_export, or an .onnx file in one
         from .onnx_export import OnnxEncoder
 
-        model = OnnxEncoder(args.model)
+        model = OnnxEncoder(args.model, threads=args.threads)
     else:
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         model = load_model(args.model)
     corpus = load_retrieval(args.corpus, args.split) if args.corpus else None
     limits = ServiceLimits(args.max_texts, args.max_chars, args.max_k, args.max_body_bytes)

@@ -178,8 +178,14 @@ def test_service_main_loads_an_onnx_folder(exports, monkeypatch, tmp_path):
     assert serve.main(["--model", str(exports["cls", True][1])]) == 0
     assert isinstance(seen["model"], OnnxEncoder) and seen["model"].pooling == "cls"
     seen.clear()
+    int8 = quantize_int8(exports["cls", True][1], tmp_path / "int8.onnx")       # an .onnx file inside an export
+    assert serve.main(["--model", str(int8), "--threads", "1"]) == 0
+    assert seen["model"].quantization and seen["model"].threads == 1
+    seen.clear()
     assert serve.main(["--model", str(tiny().save(tmp_path / "torch_model"))]) == 0   # a PyTorch folder as before
     assert isinstance(seen["model"], BiEncoder)
+    with pytest.raises(SystemExit):
+        serve.main(["--model", str(int8), "--threads", "0"])
 
 
 # ------------------------------------------------------------------------------------------ bad input

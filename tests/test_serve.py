@@ -91,6 +91,19 @@ def test_bad_input_gets_a_json_error_and_the_server_lives_on(service, path, body
     assert httpx.get(urls["batched"] + "/health").status_code == 200
 
 
+def test_the_bad_request_tour_of_section_5_5(service):
+    from embedlessons.experiments.part5_deployment import BAD_REQUESTS, bad_request_tour
+    from embedlessons.serve import ServiceLimits
+
+    urls, _ = service
+    rows = bad_request_tour(urls["plain"], ServiceLimits(max_texts=8, max_chars=300, max_k=20, max_body_bytes=20000))
+    assert len(rows) == len(BAD_REQUESTS) and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+    assert {r["status"] for r in rows} == {413, 422} and all(r["error"] for r in rows)
+    wrong = bad_request_tour(urls["plain"], requests=[("fine request", "/embed", {"texts": ["a"]}, 422, "texts")])
+    assert not wrong[0]["ok"] and wrong[0]["status"] == 200          # the tour can fail
+    assert httpx.get(urls["plain"] + "/health").status_code == 200
+
+
 def test_not_json_at_all_is_a_422(service):
     urls, _ = service
     r = httpx.post(urls["batched"] + "/embed", content=b"{not json", headers={"Content-Type": "application/json"})

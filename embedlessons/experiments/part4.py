@@ -33,7 +33,8 @@ from .part3 import TrainTopLayers, evaluation_subset, paired_test, training_pool
 
 __all__ = ["FAMILIES", "METRICS", "RECIPES", "TASK_NAMES", "FourTaskData", "four_task_data", "training_tasks",
            "train_recipe", "score_four_tasks", "recipe_comparison", "merge_recipe_results", "compare_recipes",
-           "recipe_means", "FOUR_TASK_EXPERIMENT", "WINDOWS", "LOSS_VARIANTS"]
+           "recipe_means", "FOUR_TASK_EXPERIMENT", "WINDOWS", "LOSS_VARIANTS", "MRL_EXPERIMENT", "mrl_dimension_curve",
+           "compare_mrl"]
 
 #: The four families and the name of the metric reported for each.
 FAMILIES = ("retrieval", "sts", "classification", "clustering")
@@ -393,3 +394,93 @@ def compare_recipes(result: Mapping, a: str, b: str, n_resamples: int = 2000, se
     seeds = sorted(set(ca) | set(cb))
     out["clustering"] = paired_test(flat(ca, seeds), flat(cb, seeds), n_resamples, seed)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ MRL curve
+#: Name of section 4.5's recorded multi-seed comparison of MRL training against plain training.
+MRL_EXPERIMENT = "mrl_dimension_curve"
+
+
+def mrl_dimension_curve(seeds: Sequence[int] = (0, 1, 2), steps: int = 60, batch_size: int = 32, lr: float = 5e-5,
+                        max_length: int = 64, top_layers: int | None = 3, temperature: float = 0.05,
+                        dims: Sequence[int] = (384, 256, 128, 64, 32), scifact_distractors: int | None = 217,
+                        max_rows: int | None = None, query_max_length: int = 64, doc_max_length: int = 128,
+                        sts_pairs: int | None = None, progress: bool = True) -> dict:
+    """MiniLM fine-tuned with and without MRL, several seeds, scored at every prefix length (section 4.5).
+
+    Both arms are section 5.6's fine-tune of our trainer (:func:`~.part5_library.train_ours`: SciFact's labelled
+    (claim, abstract) pairs, in-batch InfoNCE at ``temperature``, the top ``top_layers`` layers trained): ``plain``
+    on the full vector, ``mrl`` wrapped in :class:`~embedlessons.matryoshka.MatryoshkaLoss` over ``dims``.
+    Every model, and MiniLM untrained (``base``), is scored at each prefix length of ``dims`` (re-normalised):
+    SciFact test NDCG@10 per claim (claims over the relevant abstracts plus ``scifact_distractors`` others) and
+    the cosine of every STS-B test pair (its Spearman correlation with the gold scores is in ``summary``).
+
+    Returns ``{"settings", "summary": {run: {"ndcg@10@<m>", "sts@<m>"}}, "per_query": {"<run>/dim<m>": {claim
+    id: NDCG@10}}, "sts_cosines": {"<run>/dim<m>": [cosine per pair]}, "sts_gold": [...]}``, runs ``base``,
+    ``plain/seed<s>`` and ``mrl/seed<s>``.
+    """
+    from ..matryoshka import truncate
+    from .part5_library import train_ours
+
+    dims = sorted({int(m) for m in dims}, reverse=True)
+    settings = dict(seeds=list(seeds), steps=steps, batch_size=batch_size, lr=lr, max_length=max_length,
+                    top_layers=top_layers, temperature=temperature, dims=dims, scifact_distractors=scifact_distractors,
+                    max_rows=max_rows, query_max_length=query_max_length, doc_max_length=doc_max_length,
+                    sts_pairs=sts_pairs)
+    test = evaluation_subset(scifact_distractors)
+    sts = load_sts("stsb", "test")
+    n = len(sts.scores) if sts_pairs is None else min(sts_pairs, len(sts.scores))
+    s1, s2 = list(sts.sentences1[:n]), list(sts.sentences2[:n])
+    out = {"settings": settings, "summary": {}, "per_query": {}, "sts_cosines": {},
+           "sts_gold": [float(x) for x in sts.scores[:n]]}
+
+    def score(run: str, model) -> None:
+        enc = functools.partial(model.encode, progress=False)
+        q, d = enc(list(test.queries.values()), max_length=query_max_length), enc(test.doc_texts(),
+                                                                                  max_length=doc_max_length)
+        a, b = enc(s1, max_length=max_length), enc(s2, max_length=max_length)
+        row = {}
+        for m in dims:
+            key = f"{run}/dim{m}"
+            ndcg = ndcg_at_k(test.qrels, dense_run(truncate(q, m), truncate(d, m), test, top_k=100), k=10,
+                             per_query=True)
+            out["per_query"][key] = {c: float(v) for c, v in ndcg.items()}
+            cos = (truncate(a, m) * truncate(b, m)).sum(axis=1)
+            out["sts_cosines"][key] = [round(float(c), 5) for c in cos]
+            row[f"ndcg@10@{m}"] = float(np.mean(list(ndcg.values())))
+            row[f"sts@{m}"] = float(spearman(cos, out["sts_gold"]))
+        out["summary"][run] = row
+        if progress:
+            print(run, {k: round(v, 4) for k, v in row.items()}, flush=True)
+
+    from ..models import load_model
+
+    score("base", load_model("all-MiniLM-L6-v2"))
+    for seed in seeds:
+        for arm, loss in (("plain", "info_nce"), ("mrl", "matryoshka_info_nce")):
+            model, _ = train_ours(loss, seed=seed, steps=steps, batch_size=batch_size, lr=lr, max_length=max_length,
+                                  top_layers=top_layers, max_rows=max_rows, temperature=temperature, dims=dims)
+            score(f"{arm}/seed{seed}", model)
+    return out
+
+
+def compare_mrl(result: Mapping, dim: int, n_resamples: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """MRL minus plain at prefix length ``dim``, over the seeds of :func:`mrl_dimension_curve`'s result.
+
+    ``retrieval``: :func:`~.part3.paired_test` of per-claim NDCG@10, each claim's score averaged over the seeds;
+    ``sts``: :func:`~embedlessons.stats.paired_bootstrap_spearman` over STS-B pairs, the mean over seeds of the
+    per-seed Spearman difference. Each: ``{"diff", "ci_low", "ci_high", "p"}``.
+    """
+    from ..stats import paired_bootstrap_spearman
+
+    seeds = result["settings"]["seeds"]
+    if f"mrl/seed{seeds[0]}/dim{dim}" not in result["per_query"]:
+        raise ValueError(f"no scores at dim {dim}; the result has dims {result['settings']['dims']}")
+
+    def mean_ndcg(arm: str) -> dict[str, float]:
+        runs = [result["per_query"][f"{arm}/seed{s}/dim{dim}"] for s in seeds]
+        return {c: float(np.mean([r[c] for r in runs])) for c in runs[0]}
+
+    cos = {arm: [result["sts_cosines"][f"{arm}/seed{s}/dim{dim}"] for s in seeds] for arm in ("mrl", "plain")}
+    return {"retrieval": paired_test(mean_ndcg("mrl"), mean_ndcg("plain"), n_resamples, seed),
+            "sts": paired_bootstrap_spearman(cos["mrl"], cos["plain"], result["sts_gold"], n_resamples, seed)}

@@ -9,6 +9,8 @@ speed-up is never bought with a silent change of output:
   random batches, and length-grouped batches (:func:`embedlessons.bucketing.length_grouped_batches`).
 - :func:`precision_speed`: encoding and training steps in float32 against bfloat16 / float16 autocast,
   with the agreement of the vectors and the STS-B Spearman of each.
+- :func:`gradcache_memory` (a recorded experiment): the peak memory and time of one step with the big
+  batch, with GradCache (:mod:`embedlessons.gradcache`) and with sentence-transformers' cached MNRL.
 
 Timings are the best of ``repeats`` runs after a warm-up (the minimum is the least noisy estimate of what
 the work costs; the other runs were slowed by something else on the machine).
@@ -25,7 +27,7 @@ from ..bucketing import PADDING_MODES, encode_batches, length_grouped_batches, p
 from ..losses import in_batch_info_nce
 
 __all__ = ["best_time", "encoding_padding_speed", "training_padding_speed", "precision_speed",
-           "TRAINING_PADDING_MODES"]
+           "TRAINING_PADDING_MODES", "GRADCACHE_CONFIGS", "gradcache_step", "gradcache_memory"]
 
 TRAINING_PADDING_MODES = ("max_length", "dynamic", "grouped")
 
@@ -211,3 +213,302 @@ def precision_speed(model, texts: Sequence[str], pairs: Sequence[tuple[str, str]
             row["sts_spearman"] = spearman((v[:n] * v[n:]).sum(1), sts.scores)
         results[name] = row
     return results
+
+
+# ------------------------------------------------------------------------------------------------ GradCache memory
+#: The configurations :func:`gradcache_memory` compares: ours without and with GradCache, and the library's.
+GRADCACHE_CONFIGS = ("big", "gradcache", "st_cached")
+
+
+def _current_rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _max_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024          # KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the process's RSS high-water mark (what ``ru_maxrss`` reports); False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _max_rss() < _current_rss() * 1.05 + (8 << 20)
+
+
+def gradcache_step(config: str, mini_batch: int, model: str, batch_size: int, max_length: int,
+                   seed: int = 0) -> dict:
+    """One training step's memory and time, measured in *this* process (call it in a fresh one).
+
+    The step is forward + backward of in-batch InfoNCE (t = 0.05, i.e. scale 20) on the first duplicate-free
+    batch of ``batch_size`` SciFact (claim, abstract) training pairs, the model in train mode (dropout on),
+    texts cut at ``max_length`` tokens; no optimizer step (its memory is the same for every configuration).
+    ``config``: ``"big"`` (:func:`~embedlessons.gradcache.full_batch_backward`), ``"gradcache"``
+    (:func:`~embedlessons.gradcache.gradcache_backward` with ``mini_batch`` rows) or ``"st_cached"``
+    (sentence-transformers' ``CachedMultipleNegativesRankingLoss(mini_batch_size=mini_batch)`` on a
+    ``SentenceTransformer`` of the same weights). ``model``: a folder or name both libraries load.
+
+    Returns ``{"peak_rss", "saved", "seconds", "loss", "baseline_rss", "peak_reset"}``: ``peak_rss`` is the
+    process's resident-set high-water mark during the step minus its size before it (bytes; the mark is reset
+    first through ``/proc/self/clear_refs``, and ``peak_reset`` says whether that worked); ``saved`` is the peak
+    of the tensors held for backward (:class:`~embedlessons.gradcache.SavedActivationMeter`, deterministic).
+    """
+    import functools
+    import gc
+
+    from ..data import load_retrieval
+    from ..gradcache import SavedActivationMeter, full_batch_backward, gradcache_backward
+    from ..training import NoDuplicatesBatchSampler, pairs_from_retrieval
+
+    if config not in GRADCACHE_CONFIGS:
+        raise ValueError(f"unknown config {config!r}; expected one of {GRADCACHE_CONFIGS}")
+    pairs = pairs_from_retrieval(load_retrieval("scifact", "train"))
+    rows = next(iter(NoDuplicatesBatchSampler(pairs, batch_size, seed=seed)))
+    claims, abstracts = [pairs.anchors[i] for i in rows], [pairs.positives[i] for i in rows]
+    loss_fn = functools.partial(in_batch_info_nce, temperature=0.05)
+    if config == "st_cached":
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+        from ..models import _MINILM_ALIASES, _quiet_loading, minilm_path
+
+        with _quiet_loading():
+            net = SentenceTransformer(str(minilm_path()) if model in _MINILM_ALIASES else model, device="cpu")
+        net.max_seq_length = max_length
+        net.train()
+        cached = CachedMultipleNegativesRankingLoss(net, scale=20.0, mini_batch_size=mini_batch)
+
+        def step() -> float:
+            loss = cached([net.preprocess(claims), net.preprocess(abstracts)], None)
+            loss.backward()
+            return loss.item()
+    else:
+        from ..models import load_model
+
+        net = load_model(model, max_length=max_length).train()
+
+        def step() -> float:
+            if config == "big":
+                return full_batch_backward(net, [claims, abstracts], loss_fn).loss.item()
+            return gradcache_backward(net, [claims, abstracts], loss_fn, mini_batch).loss.item()
+    gc.collect()
+    reset_ok = _reset_peak()
+    baseline = _current_rss()
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    with SavedActivationMeter(exclude=net) as meter:
+        loss = step()
+    seconds = time.perf_counter() - started
+    return {"peak_rss": _max_rss() - baseline, "saved": meter.peak_bytes, "seconds": seconds, "loss": loss,
+            "baseline_rss": baseline, "peak_reset": reset_ok}
+
+
+def gradcache_memory(model: str = "all-MiniLM-L6-v2", batch_size: int = 128, max_length: int = 128,
+                     mini_batches: Sequence[int] = (8, 16, 32), st_mini_batches: Sequence[int] = (8, 16, 32),
+                     threads: int = 1, seed: int = 0) -> dict:
+    """Peak memory and time of one step: the big batch vs GradCache vs sentence-transformers' cached MNRL.
+
+    Every configuration (:func:`gradcache_step`) runs in its own fresh Python process with ``threads`` threads, so
+    none inherits another's heap. ``model="small_bert"`` uses a random small BERT (the tiny setting).
+
+    Returns ``{"settings", "rows", "per_query"}``: ``rows`` maps ``"big"``, ``"gradcache_8"``, ...,
+    ``"st_cached_8"``, ... to the measurements of :func:`gradcache_step` plus ``peak_rss_ratio``,
+    ``saved_ratio`` and ``time_ratio`` against the big batch; ``per_query`` holds the same numbers per
+    configuration (here the "queries" are the measurements: one step has no per-query scores).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ..models import model_folder
+
+    configs = [("big", "big", 0)] + [(f"gradcache_{m}", "gradcache", int(m)) for m in mini_batches] + \
+              [(f"st_cached_{m}", "st_cached", int(m)) for m in st_mini_batches]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    rows = {}
+    with model_folder(model) as source:
+        for name, config, m in configs:
+            code = ("import json, torch; from embedlessons.experiments.part5_performance import gradcache_step; "
+                    f"torch.set_num_threads({int(threads)}); "
+                    f"print('RESULT ' + json.dumps(gradcache_step({config!r}, {m}, {source!r}, {int(batch_size)}, "
+                    f"{int(max_length)}, {int(seed)})))")
+            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
+            if run.returncode or not line:
+                raise RuntimeError(f"{name} failed (exit code {run.returncode}):\n{run.stderr[-3000:]}")
+            rows[name] = json.loads(line[0][len("RESULT "):])
+    big = rows["big"]
+    for r in rows.values():
+        r.update(peak_rss_ratio=r["peak_rss"] / big["peak_rss"], saved_ratio=r["saved"] / big["saved"],
+                 time_ratio=r["seconds"] / big["seconds"])
+    settings = {"model": str(model), "batch_size": batch_size, "max_length": max_length,
+                "mini_batches": list(mini_batches), "st_mini_batches": list(st_mini_batches), "threads": threads,
+                "seed": seed}
+    per_query = {name: {k: r[k] for k in ("peak_rss", "saved", "seconds", "loss")} for name, r in rows.items()}
+    return {"settings": settings, "rows": rows, "per_query": per_query}
+
+
+# ------------------------------------------------------------------------------------------------ helpers of 5.7
+#: CPU features that decide whether low-precision autocast can be fast on a CPU (Linux ``/proc/cpuinfo`` names).
+LOW_PRECISION_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
+
+
+def cpu_flags(flags: Sequence[str] = LOW_PRECISION_FLAGS, cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU's model name and whether it reports each of ``flags``.
+
+    Returns ``{"model": str, "flags": {flag: bool}}``; where ``cpuinfo`` cannot be read (not Linux), the model
+    is ``"unknown"`` and every flag False.
+    """
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), "unknown")
+    found = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    return {"model": model, "flags": {flag: flag in found for flag in flags}}
+
+
+def gradient_gap(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """``|g - g_ref| / |g_ref|`` with every parameter's gradient in one vector (L2 norms)."""
+    if set(grads) != set(reference) or not reference:
+        raise ValueError(f"expected gradients of the same parameters, got {len(grads)} and {len(reference)} "
+                         f"(differing: {sorted(set(grads) ^ set(reference))[:3]})")
+    diff = sum(float(((grads[n] - reference[n]) ** 2).sum()) for n in reference)
+    return (diff / sum(float((g ** 2).sum()) for g in reference.values())) ** 0.5
+
+
+def _run_for_grads(model, run: Callable[[], object], seed: int) -> tuple[object, dict[str, torch.Tensor], int]:
+    """``run()`` from zeroed gradients and a fixed seed: (its output, the parameter gradients, peak saved bytes)."""
+    from ..gradcache import SavedActivationMeter
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    with SavedActivationMeter(exclude=model) as meter:
+        out = run()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out, grads, meter.peak_bytes
+
+
+def splitting_the_batch(model, columns: Sequence[Sequence[str]], loss_fn: Callable, sizes: Sequence[int] = (4, 8),
+                        max_length: int | None = None, seed: int = 0) -> dict[str, dict]:
+    """The big batch's gradient against two ways of processing it ``k`` rows at a time.
+
+    For each ``k`` in ``sizes``: gradient accumulation (:func:`~embedlessons.gradcache.accumulation_backward`,
+    one loss per ``k`` rows) and GradCache (:func:`~embedlessons.gradcache.gradcache_backward`, ``k`` rows per
+    forward pass, one loss over the whole batch). Run the model in eval mode to compare the negatives alone
+    (with dropout on, every run draws other masks).
+
+    Returns ``{"big": row, "accumulation_<k>": row, "gradcache_<k>": row, ...}``; each row has ``loss``,
+    ``grad_gap`` (:func:`gradient_gap` to the big batch), ``saved`` (peak bytes held for backward,
+    :class:`~embedlessons.gradcache.SavedActivationMeter`), ``saved_ratio`` (to the big batch) and
+    ``negatives`` (in-batch negatives per anchor).
+    """
+    from ..gradcache import accumulation_backward, full_batch_backward, gradcache_backward
+
+    n = len(columns[0])
+    runs = {"big": (lambda: full_batch_backward(model, columns, loss_fn, max_length), n)}
+    for k in sizes:
+        runs[f"accumulation_{k}"] = (lambda k=k: accumulation_backward(model, columns, loss_fn, k, max_length),
+                                     min(k, n))
+        runs[f"gradcache_{k}"] = (lambda k=k: gradcache_backward(model, columns, loss_fn, k, max_length), n)
+    rows, reference = {}, None
+    for name, (run, rows_seen) in runs.items():
+        out, grads, saved = _run_for_grads(model, run, seed)
+        reference = grads if reference is None else reference
+        rows[name] = {"loss": float(out.loss), "grad_gap": gradient_gap(grads, reference), "saved": saved,
+                      "negatives": rows_seen - 1}
+    for row in rows.values():
+        row["saved_ratio"] = row["saved"] / rows["big"]["saved"]
+    return rows
+
+
+def distributed_gaps(anchors: Sequence[str], positives: Sequence[str], world_size: int = 2,
+                     temperature: float = 0.05, max_length: int = 32, model_kwargs: dict | None = None,
+                     timeout: float = 120.0) -> dict[str, dict]:
+    """Data parallelism on ``world_size`` CPU processes against one process on the combined batch.
+
+    Spawns :func:`~embedlessons.distributed.parity_worker` (gloo): each process takes its share of the rows
+    and computes :func:`~embedlessons.distributed.distributed_info_nce` with every ``gather`` mode, and once
+    through ``DistributedDataParallel``; then one process computes in-batch InfoNCE on all rows.
+
+    Returns ``{"single": {"loss"}, mode: {"loss", "grad_gap"}, ...}`` for the modes ``"grad"``, ``"local"``,
+    ``"none"`` and ``"ddp"`` (losses averaged over the processes; ``grad_gap`` as :func:`gradient_gap`).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..distributed import free_port, parity_worker, spawn
+    from ..models import small_bert
+
+    anchors, positives = list(anchors), list(positives)
+    if len(anchors) != len(positives) or len(anchors) % world_size:
+        raise ValueError(f"expected as many anchors as positives, divisible by {world_size} processes, got "
+                         f"{len(anchors)} and {len(positives)}")
+    with tempfile.TemporaryDirectory(prefix="ddp_") as folder:
+        path = str(Path(folder) / "grads.pt")
+        spawn(parity_worker, world_size, (free_port(), path, anchors, positives, temperature, max_length,
+                                          model_kwargs), timeout=timeout)
+        results = torch.load(path)
+    model = small_bert(**(model_kwargs or {})).eval()
+    loss = in_batch_info_nce(model(model.tokenize(anchors, max_length)), model(model.tokenize(positives, max_length)),
+                             temperature=temperature).loss
+    loss.backward()
+    single = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    out = {"single": {"loss": loss.item()}}
+    for mode, r in results.items():
+        out[mode] = {"loss": r["loss"], "grad_gap": gradient_gap(r["grads"], single)}
+    return out
+
+
+def training_padding_shares(tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int,
+                            max_length: tuple[int, int] = (64, 256), seed: int = 0,
+                            mega_batch: int = 16) -> dict[str, float]:
+    """Padding share over *all* training batches of ``pairs`` under the modes of :func:`training_padding_speed`.
+
+    The same batches as there (a seeded random order for ``"max_length"`` and ``"dynamic"``,
+    :func:`~embedlessons.bucketing.length_grouped_batches` of the second column for ``"grouped"``), every full
+    batch instead of the first few: a count of token positions, nothing is run. Both columns count.
+    """
+    pairs = list(pairs)
+    lengths = [token_lengths(tokenizer, [p[c] for p in pairs], max_length[c]) for c in (0, 1)]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    random_batches = [order[s:s + batch_size].tolist() for s in range(0, len(pairs) - batch_size + 1, batch_size)]
+    grouped = length_grouped_batches(lengths[1], batch_size, seed=seed, mega_batch=mega_batch)
+    out = {}
+    for mode, batches in (("max_length", random_batches), ("dynamic", random_batches), ("grouped", grouped)):
+        real = sum(int(lengths[c][b].sum()) for c in (0, 1) for b in batches)
+        total = sum(len(b) * (max_length[c] if mode == "max_length" else int(lengths[c][b].max()))
+                    for c in (0, 1) for b in batches)
+        out[mode] = 1 - real / total
+    return out
+
+
+def sts_similarities(model, sts, dtype: str = "float32", batch_size: int = 32, max_length: int = 128) -> np.ndarray:
+    """Cosine of each pair of ``sts`` (a :class:`~embedlessons.data.ScoredPairs`) with the model run under autocast
+    to ``dtype`` (``"float32"``: no autocast): [N] float32, e.g. for
+    :func:`~embedlessons.stats.paired_bootstrap_spearman`."""
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
+    both = list(sts.sentences1) + list(sts.sentences2)
+    batches = encode_batches(len(both), batch_size, "sorted", token_lengths(model.tokenizer, both, max_length))
+    v = _encode(model, both, batches, max_length, False, None if dtype == "float32" else getattr(torch, dtype))
+    v /= np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
+    n = len(sts.sentences1)
+    return (v[:n] * v[n:]).sum(1)
+
+
+__all__ += ["LOW_PRECISION_FLAGS", "cpu_flags", "gradient_gap", "splitting_the_batch", "distributed_gaps",
+            "training_padding_shares", "sts_similarities"]
