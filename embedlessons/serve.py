@@ -9,11 +9,11 @@
 
 Concurrent requests are **batched**: texts that arrive within ``--batch-window-ms`` of each other (up to
 ``--max-batch`` texts) go through the model in one forward pass, which is what makes a small model fast under
-load (``--no-batching`` turns it off, for comparison). Either way one forward pass runs at a time (the model's
-``--threads`` do the parallel work), so the two modes use the same compute. Input limits: at most ``--max-texts`` texts per
-request, ``--max-chars`` characters per text, ``k`` at most ``--max-k``, and a request body of at most
-``--max-body-bytes``; bad input gets a JSON error with status 413 (too large) or 422 (wrong shape, type or
-unknown field) and never stops the server.
+load (``--no-batching`` turns it off, for comparison). Either way one forward pass runs at a time (the
+model's ``--threads`` do the parallel work), so the two modes use the same compute. Input limits: at most
+``--max-texts`` texts per request, ``--max-chars`` characters per text, ``k`` at most ``--max-k``, and a
+request body of at most ``--max-body-bytes``; bad input gets a JSON error with status 413 (too large) or 422
+(wrong shape, type or unknown field) and never stops the server.
 
 ``--model`` may also be a folder written by :func:`embedlessons.onnx_export.export_onnx` (or an ``.onnx`` file in
 one, e.g. its int8 copy): it is then served by ONNX Runtime (:class:`~embedlessons.onnx_export.OnnxEncoder`)

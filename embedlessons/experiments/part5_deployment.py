@@ -37,7 +37,8 @@ def texts_of_every_length(tokenizer, n: int = 48, max_length: int = 256, dataset
         raise ValueError(f"expected n >= 2 texts, got {n!r}")
     ds = load_retrieval(dataset, "test")
     pool = sorted(set(ds.queries.values()) | set(ds.doc_texts()))
-    lengths = [len(ids) for ids in tokenizer(pool, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+    ids = tokenizer(pool, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    lengths = [len(row) for row in ids]
     order = np.argsort(lengths, kind="stable")
     picks = np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int))
     return [pool[order[i]] for i in picks]
