@@ -478,8 +478,7 @@ def compare_mrl(result: Mapping, dim: int, n_resamples: int = 2000, seed: int = 
         raise ValueError(f"no scores at dim {dim}; the result has dims {result['settings']['dims']}")
 
     def mean_ndcg(arm: str) -> dict[str, float]:
-        runs = [result["per_query"][f"{arm}/seed{s}/dim{dim}"] for s in seeds]
-        return {c: float(np.mean([r[c] for r in runs])) for c in runs[0]}
+        return _mean_items({s: result["per_query"][f"{arm}/seed{s}/dim{dim}"] for s in seeds})
 
     cos = {arm: [result["sts_cosines"][f"{arm}/seed{s}/dim{dim}"] for s in seeds] for arm in ("mrl", "plain")}
     return {"retrieval": paired_test(mean_ndcg("mrl"), mean_ndcg("plain"), n_resamples, seed),

@@ -204,13 +204,7 @@ def precision_speed(model, texts: Sequence[str], pairs: Sequence[tuple[str, str]
             _train_steps(model, pairs, batches_t, (max_length, max_length), False, dtype)
             row["train_seconds_per_step"] = (time.perf_counter() - start) / train_steps
         if sts is not None:
-            both = list(sts.sentences1) + list(sts.sentences2)
-            v = _encode(model, both, encode_batches(len(both), batch_size, "sorted",
-                                                    token_lengths(model.tokenizer, both, max_length)),
-                        max_length, False, dtype)
-            v /= np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
-            n = len(sts.sentences1)
-            row["sts_spearman"] = spearman((v[:n] * v[n:]).sum(1), sts.scores)
+            row["sts_spearman"] = spearman(sts_similarities(model, sts, name, batch_size, max_length), sts.scores)
         results[name] = row
     return results
 
