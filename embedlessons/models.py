@@ -263,11 +263,12 @@ class CrossEncoder(nn.Module):
     ``[CLS] query [SEP] document [SEP]`` -> transformer -> linear head on the [CLS] vector -> score
     (Nogueira & Cho 2019). Every (query, document) pair needs its own forward pass, which is why
     cross-encoders rerank a short list instead of searching a corpus. Built here from any encoder;
-    the head starts untrained (section 1.2 uses it to measure cost, not quality).
+    the head starts untrained: :func:`embedlessons.reranking.train_cross_encoder` trains it (section 1.2).
 
     Args:
         transformer, tokenizer: a Hugging Face encoder and its tokenizer.
-        max_length: token limit for the joined pair.
+        max_length: token limit for the joined pair (the longer text is cut first, as in sentence-transformers).
+        seed: seed of the head's initial weights.
     """
 
     def __init__(self, transformer: nn.Module, tokenizer, max_length: int = 256, seed: int = 0):
@@ -276,6 +277,16 @@ class CrossEncoder(nn.Module):
         torch.manual_seed(seed)
         self.head = nn.Linear(transformer.config.hidden_size, 1)
 
+    def forward(self, queries: list[str], documents: list[str]) -> torch.Tensor:
+        """Logits [B] of the pairs ``(queries[i], documents[i])``, with gradients (training)."""
+        if isinstance(queries, str) or isinstance(documents, str) or len(queries) != len(documents):
+            raise ValueError("forward(queries, documents) takes two lists of strings of the same length, "
+                             f"got {type(queries).__name__} and {type(documents).__name__}")
+        device = next(self.parameters()).device
+        batch = self.tokenizer(list(queries), list(documents), padding=True, truncation="longest_first",
+                               max_length=self.max_length, return_tensors="pt").to(device)
+        return self.head(self.transformer(**batch).last_hidden_state[:, 0]).squeeze(-1)
+
     @torch.no_grad()
     def score(self, query: str, documents: list[str], batch_size: int = 32):
         """Scores [len(documents)] of ``query`` against each document (a NumPy array)."""
@@ -283,12 +294,8 @@ class CrossEncoder(nn.Module):
 
         if not isinstance(query, str) or isinstance(documents, str):
             raise TypeError("score(query: str, documents: list[str])")
-        device = next(self.parameters()).device
         out = []
         for start in range(0, len(documents), batch_size):
-            docs = documents[start:start + batch_size]
-            batch = self.tokenizer([query] * len(docs), docs, padding=True, truncation="only_second",
-                                   max_length=self.max_length, return_tensors="pt").to(device)
-            cls = self.transformer(**batch).last_hidden_state[:, 0]
-            out.append(self.head(cls).squeeze(-1).cpu().numpy())
+            docs = list(documents[start:start + batch_size])
+            out.append(self.forward([query] * len(docs), docs).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

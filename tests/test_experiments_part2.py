@@ -148,3 +148,42 @@ def test_train_small_runs_and_learns():
     assert last < first - 0.15                                  # the loss falls on real pairs
     pos, neg = part2.pair_cosines(run.model, dev.anchors[:200], dev.positives[:200])
     assert pos.mean() > neg.mean()
+
+
+class HashModel:
+    """encode() gives each text a fixed pseudo-random vector plus a shared direction for its first word."""
+
+    def encode(self, texts, **kwargs):
+        import zlib
+        out = []
+        for t in texts:
+            v = np.random.default_rng(zlib.crc32(t.encode())).normal(size=16)
+            v[0] += 3.0 * np.random.default_rng(zlib.crc32(t.split()[0].lower().encode())).normal()
+            out.append(v)
+        return np.stack(out).astype(np.float32)
+
+
+def test_sts_cosines_give_the_evaluators_spearman():
+    from embedlessons.evaluation import spearman
+    cos, gold = part2.sts_cosines(HashModel())
+    assert cos.shape == gold.shape == (1379,)                   # STS-B test
+    assert np.all(np.abs(cos) <= 1 + 1e-6)
+    assert spearman(cos, gold) == pytest.approx(part2.stsb_evaluator()(HashModel())["stsb_spearman"], abs=1e-9)
+
+
+def test_train_seeds_pairs_settings_by_seed():
+    tiny = dict(steps=4, batch_size=8, evaluator=None, cache=False, num_layers=1, hidden_size=32, intermediate_size=64)
+    runs = part2.train_seeds((0, 1), label="one-way", **tiny)
+    assert list(runs) == [0, 1] and runs[1].label == "one-way, seed 1"
+    assert all(r.settings["seed"] == r.settings["model_seed"] == s for s, r in runs.items())
+    assert runs[0].history.losses != runs[1].history.losses     # another seed: other weights and batches
+    again = part2.train_small(seed=1, model_seed=1, **tiny)
+    assert again.history.losses == pytest.approx(runs[1].history.losses)   # the same seed: the same run
+    short = part2.train_small(max_length=8, **tiny)
+    assert short.settings["max_length"] == 8 and runs[0].settings["max_length"] == part2.SWEEP_MAX_LENGTH
+    assert short.history.losses != runs[0].history.losses      # truncated texts: another run
+    assert part2.spearmans({0: part2.SweepRun("a", {}, None, {"stsb_spearman": 0.4})}) == {0: 0.4}
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        part2.train_seeds((0,), **tiny)
+    with pytest.raises(ValueError, match="do not pass"):
+        part2.train_seeds((0, 1), seed=3, **tiny)

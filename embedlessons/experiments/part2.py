@@ -18,6 +18,10 @@ loss of gradient accumulation (:func:`accumulated_in_batch_loss`), duplicate tex
 (:func:`duplicate_rows`; ``embedlessons.training.count_duplicate_batches`` counts the batches that have
 one) and what a temperature does to the softmax (:func:`softmax_entropy`, :func:`hardest_negative_share`).
 
+Comparisons are repeated over seeds (:func:`train_seeds`: seed ``s`` sets the initial weights, the batch
+order and dropout), and summarised with :mod:`embedlessons.stats` (mean, spread, seed-paired differences);
+:func:`sts_cosines` gives the per-pair cosines for a paired bootstrap over STS-B pairs.
+
 The notebooks that use this module call ``torch.set_num_threads(1)``: the model is tiny, and on a
 shared machine one thread avoids the slowdown of oversubscribed threads.
 """
@@ -31,14 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SWEEP_MODEL", "SWEEP_MAX_LENGTH", "snli_pairs", "sweep_model", "stsb_evaluator", "SweepRun",
-           "train_small", "pair_cosines", "pair_retrieval_accuracy", "auc", "accumulated_in_batch_loss",
-           "duplicate_rows", "sequential_batches", "random_batches", "softmax_entropy", "hardest_negative_share"]
+__all__ = ["SWEEP_MODEL", "SWEEP_MAX_LENGTH", "SEEDS", "snli_pairs", "sweep_model", "stsb_evaluator", "SweepRun",
+           "train_small", "train_seeds", "spearmans", "sts_cosines", "pair_cosines", "pair_retrieval_accuracy", "auc",
+           "accumulated_in_batch_loss", "duplicate_rows", "sequential_batches", "random_batches", "softmax_entropy",
+           "hardest_negative_share"]
 
 #: Architecture of the sweep model (``small_bert`` arguments): ~2.1M parameters, 1.95M of them the embedding table.
 SWEEP_MODEL = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=256)
 #: Token limit for SNLI sentences in training (SNLI premises average ~16 tokens, hypotheses ~9).
 SWEEP_MAX_LENGTH = 32
+#: Seeds of the multi-seed comparisons of sections 2.3 and 2.4.
+SEEDS = (0, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------------- data, model
@@ -106,15 +113,17 @@ class SweepRun:
 
 def train_small(loss=None, steps: int = 100, batch_size: int = 32, *, lr: float = 1e-3, temperature: float = 0.05,
                 symmetric: bool = False, seed: int = 0, model_seed: int = 0, dataset=None, evaluator="stsb",
-                no_duplicates: bool = True, label: str = "", keep_model: bool = False, cache: bool = True,
-                device: str | None = None, **model_overrides) -> SweepRun:
+                no_duplicates: bool = True, max_length: int = SWEEP_MAX_LENGTH, label: str = "",
+                keep_model: bool = False, cache: bool = True, device: str | None = None,
+                **model_overrides) -> SweepRun:
     """Train :func:`sweep_model` on SNLI pairs with in-batch InfoNCE and evaluate it.
 
     Args:
         loss: a loss for :func:`~embedlessons.training.train`; default
             ``in_batch_info_nce(temperature=temperature, symmetric=symmetric)``.
         steps, batch_size, lr, seed, no_duplicates: the :class:`~embedlessons.training.TrainConfig` settings
-            (warm-up 10 %, linear decay, AdamW, clipping at 1.0; ``max_length`` :data:`SWEEP_MAX_LENGTH`).
+            (warm-up 10 %, linear decay, AdamW, clipping at 1.0).
+        max_length: token limit of the training texts (default :data:`SWEEP_MAX_LENGTH`; shorter is faster).
         model_seed: seed of the random initial weights.
         dataset: training pairs; default :func:`snli_pairs` ``("snli_dev")``.
         evaluator: ``"stsb"`` (STS-B test Spearman), any ``callable(model) -> dict``, or None.
@@ -135,7 +144,7 @@ def train_small(loss=None, steps: int = 100, batch_size: int = 32, *, lr: float 
     if evaluator == "stsb":
         evaluator = stsb_evaluator()
     dataset = snli_pairs("snli_dev") if dataset is None else dataset
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=SWEEP_MAX_LENGTH, seed=seed,
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
                          no_duplicates=no_duplicates)
     model = sweep_model(model_seed, **model_overrides)
     if device is not None:
@@ -143,8 +152,51 @@ def train_small(loss=None, steps: int = 100, batch_size: int = 32, *, lr: float 
     history = train(model, dataset, loss, config, evaluator=evaluator, cache=cache, progress=False)
     metrics = dict(history.final_eval or {})
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "model_seed": model_seed,
-                "no_duplicates": no_duplicates, "examples": steps * batch_size}
+                "no_duplicates": no_duplicates, "max_length": max_length, "examples": steps * batch_size}
     return SweepRun(label, settings, history, metrics, model if keep_model else None)
+
+
+def train_seeds(seeds: Sequence[int] = SEEDS, label: str = "", **settings) -> dict[int, SweepRun]:
+    """The same :func:`train_small` setting trained once per seed: ``{seed: SweepRun}``.
+
+    Seed ``s`` is both the training seed (batch order, dropout) and the seed of the initial weights, so two
+    settings trained with the same seeds start from the same weights: their per-seed differences are paired
+    (:func:`embedlessons.stats.seed_paired_difference`).
+
+    Args:
+        seeds: distinct ints, at least 2 (a spread needs two runs); default :data:`SEEDS`.
+        label: name of the setting; each run is labelled ``"<label>, seed <s>"``.
+        settings: everything else :func:`train_small` takes (``steps``, ``batch_size``, ``symmetric``, ...).
+    """
+    seeds = list(seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"need at least 2 distinct seeds, got {seeds}")
+    clash = {"seed", "model_seed"} & set(settings)
+    if clash:
+        raise ValueError(f"train_seeds sets {sorted(clash)} from seeds=...; do not pass them")
+    return {s: train_small(seed=s, model_seed=s, label=f"{label}, seed {s}" if label else f"seed {s}", **settings)
+            for s in seeds}
+
+
+def spearmans(runs: dict[int, SweepRun]) -> dict[int, float]:
+    """``{seed: STS-B Spearman}`` of the runs of :func:`train_seeds`."""
+    return {s: r.spearman for s, r in runs.items()}
+
+
+def sts_cosines(model, split: str = "test", max_length: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each STS-B pair under ``model`` and the gold scores, two float arrays of length N.
+
+    The inputs of :func:`embedlessons.stats.paired_bootstrap_spearman`; their Spearman correlation is what
+    :func:`stsb_evaluator` reports (the same sentences, the same token limit).
+    """
+    from ..data import load_sts
+
+    pairs = load_sts("stsb", split)
+    a = model.encode(pairs.sentences1, max_length=max_length, batch_size=64, progress=False)
+    b = model.encode(pairs.sentences2, max_length=max_length, batch_size=64, progress=False)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+    return (a * b).sum(1), np.asarray(pairs.scores, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------------- measuring
