@@ -19,9 +19,10 @@ def test_nbval_fails_on_a_changed_stored_number(tmp_path):
     changed = False
     for cell in nb["cells"]:
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and "STS-B Spearman" in "".join(out["text"]):
-                text = "".join(out["text"])
-                assert "0.820" in text, text
+            text = "".join(out.get("text", ""))
+            # the quality table: MiniLM's STS-B Spearman, 0.820 (MTEB: 82.0)
+            if out.get("output_type") == "stream" and "STS-B Spearman" in text and "0.820" in text \
+                    and not changed:
                 out["text"] = text.replace("0.820", "0.821")
                 changed = True
     assert changed, "the quality table was not found in the stored outputs"

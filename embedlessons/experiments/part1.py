@@ -6,7 +6,7 @@ the pair scoring are one recorded experiment (:mod:`embedlessons.recorded`):
 
 1. **train** (:mod:`embedlessons.reranking`): MiniLM's transformer with a fresh linear head on ``[CLS]``,
    on SciFact's training claims (every (claim, cited abstract) pair with label 1, plus ``negatives`` of the
-   claim's top BM25 non-cited abstracts with label 0), binary cross-entropy, one epoch;
+   claim's top BM25 non-cited abstracts with label 0), binary cross-entropy, a few epochs;
 2. **rerank**: on section 1.2's corpus (SciFact test, every relevant abstract plus 1,000 distractors, the
    CPU profile), score each claim's top-``depth`` candidates of BM25 and of MiniLM, and store every score;
 3. **teacher**: on section 3.2's mining corpus (the training claims' cited abstracts plus 1,000
@@ -25,6 +25,8 @@ import numpy as np
 __all__ = ["CROSS_ENCODER_EXPERIMENT", "cross_encoder_comparison", "recorded_scorer"]
 
 CROSS_ENCODER_EXPERIMENT = "cross_encoder_scifact"
+#: Candidates scored beyond each cut (``depth``, ``teacher_depth``), for first stages that differ at a near-tie.
+SCORE_MARGIN = 5
 
 
 def _round(scores: np.ndarray) -> list[float]:
@@ -72,14 +74,19 @@ def cross_encoder_comparison(*, model: str = "all-MiniLM-L6-v2", negatives: int 
     reranked by the cross-encoder), ``ndcg`` (their means), ``rerank_scores`` and ``teacher_scores``
     (``{query id: {doc id: logit}}``), ``train_loss`` (per step) and ``seconds``.
     """
-    from ..evaluation import ndcg_at_k
+    from ..evaluation import ndcg_at_k, rank_documents
     from ..lexical import bm25_run
     from ..models import CrossEncoder, load_model, model_folder
     from ..negatives import mine_bm25, mine_dense
     from ..reranking import labelled_pairs, train_cross_encoder
-    from ..retrieval import dense_run, rerank
+    from ..retrieval import dense_run, encode_retrieval, rerank
     from .part3 import evaluation_subset, training_pool, training_rows
 
+    from ..profile import ScaleProfile, get_profile
+
+    cpu = get_profile("cpu")
+    profile = ScaleProfile("cpu", "cpu", doc_max_length=doc_max_length, query_max_length=query_max_length,
+                           scifact_distractors=eval_distractors, encode_batch_size=cpu.encode_batch_size)
     seconds: dict[str, float] = {}
     with model_folder(model) as folder:
         bi_encoder = load_model(folder)
@@ -103,12 +110,14 @@ def cross_encoder_comparison(*, model: str = "all-MiniLM-L6-v2", negatives: int 
     started = time.perf_counter()
     test = evaluation_subset(eval_distractors, seed=0)
     test_texts = dict(zip(test.doc_ids, test.doc_texts()))
-    q_vec = bi_encoder.encode(list(test.queries.values()), max_length=query_max_length, progress=False)
-    d_vec = bi_encoder.encode(test.doc_texts(), max_length=doc_max_length, progress=False)
+    q_vec, d_vec = encode_retrieval(bi_encoder, test, profile, progress=False)
     first = {"BM25": bm25_run(test.doc_texts(), test.doc_ids, test.queries, top_k=100),
              "MiniLM": dense_run(q_vec, d_vec, test)}
-    candidates = {q: [d for run in first.values() for d in sorted(run[q], key=lambda d: -run[q][d])[:depth]]
-                  for q in test.queries}
+    # each run's shortlist exactly as rerank() cuts it (trec_eval order, ties included)
+    # each run's shortlist as rerank() cuts it (trec_eval order), plus a margin: a notebook whose first stage
+    # swaps two near-tied documents at the cut still finds every candidate scored
+    keep = depth + SCORE_MARGIN
+    candidates = {q: [d for run in first.values() for d in rank_documents(run[q])[:keep]] for q in test.queries}
     rerank_scores = _score_candidates(cross, test.queries, test_texts, candidates, 32, progress, "rerank")
     per_query = {}
     for name, run in first.items():
@@ -126,11 +135,12 @@ def cross_encoder_comparison(*, model: str = "all-MiniLM-L6-v2", negatives: int 
         queries = {q: mining.queries[q] for q in mining.qrels if q in mining.queries}
         if max_rows is not None:
             queries = dict(list(queries.items())[:max(1, max_rows // 2)])
-        dense = mine_dense(queries, mining.doc_ids, {q: mining.qrels[q] for q in queries}, depth=teacher_depth,
-                           model=bi_encoder, doc_texts=mining.doc_texts(), query_max_length=query_max_length,
-                           doc_max_length=doc_max_length)
-        wanted = {q: [d for d, g in mining.qrels[q].items() if g > 0] + list(dense.negatives(teacher_depth)[q])
-                  for q in queries}
+        mq_vec, md_vec = encode_retrieval(bi_encoder, mining, profile, progress=False)     # as section 3.2 does
+        rows_of = {q: i for i, q in enumerate(mining.queries)}
+        dense = mine_dense(queries, mining.doc_ids, {q: mining.qrels[q] for q in queries},
+                           depth=teacher_depth + SCORE_MARGIN, query_vectors=mq_vec[[rows_of[q] for q in queries]],
+                           doc_vectors=md_vec)
+        wanted = {q: list(mining.qrels[q]) + list(dense.negatives()[q]) for q in queries}
         teacher_scores = _score_candidates(cross, queries, mining_texts, wanted, 32, progress, "teacher")
     seconds["teacher"] = round(time.perf_counter() - started, 1)
 
