@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RecordedExperiment", "EXPERIMENTS", "RESULTS_DIR", "result_path", "load_result", "check_result",
-           "provenance", "run_experiment", "main"]
+           "provenance", "run_experiment", "main", "cpu_description"]
 
 #: Where recorded results live (package data: installed with the package, so Colab finds them too).
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -296,12 +297,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: CPU instruction-set flags that change the speed (and, for int8, the rounding) of a run's kernels.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict[str, Any]:
+    """``{"cpu": model name, "cpu_flags": [the SPEED_FLAGS it has]}`` from /proc/cpuinfo (empty elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return {"cpu": platform.processor() or platform.machine(), "cpu_flags": []}
+    text = info.read_text()
+    name = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
+    flags = set(text.split())
+    return {"cpu": name.group(1).strip() if name else platform.machine(),
+            "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
+            **cpu_description(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": gpu}
 
 
 def _git_commit() -> str:

@@ -187,3 +187,38 @@ def test_train_seeds_pairs_settings_by_seed():
         part2.train_seeds((0,), **tiny)
     with pytest.raises(ValueError, match="do not pass"):
         part2.train_seeds((0, 1), seed=3, **tiny)
+
+
+def test_shared_bottom_equals_a_full_encode_of_each_fine_tune():
+    """A 3-layer random BERT fine-tuned with TrainTopLayers(2) from a shared start: SharedBottom's cosines (top
+    layers only) equal sts_cosines' full forward pass, before and after training; a model whose lower layer
+    moved is refused."""
+    import functools
+
+    from embedlessons.experiments.part3 import TrainTopLayers
+    from embedlessons.models import small_bert
+    from embedlessons.training import TrainConfig, train
+
+    torch.set_num_threads(1)
+    start = small_bert(num_layers=3, hidden_size=32, num_heads=2, intermediate_size=64, seed=0)
+    bottom = part2.SharedBottom(start, top_layers=2, max_length=32)
+    cos, gold = part2.sts_cosines(start, max_length=32)
+    np.testing.assert_allclose(bottom.start_cosines, cos, atol=1e-5)
+    np.testing.assert_array_equal(bottom.gold, gold)
+    np.testing.assert_allclose(bottom.cosines(start), cos, atol=1e-5)
+
+    tuned = small_bert(num_layers=3, hidden_size=32, num_heads=2, intermediate_size=64, seed=0)
+    data = part2.snli_pairs("snli_dev")
+    train(tuned, data, functools.partial(in_batch_info_nce, temperature=0.05),
+          TrainConfig(steps=3, batch_size=16, lr=1e-2, max_length=16), callbacks=[TrainTopLayers(2)],
+          cache=False, progress=False)
+    after, _ = part2.sts_cosines(tuned, max_length=32)
+    assert np.abs(after - cos).max() > 1e-3                    # training changed the model
+    np.testing.assert_allclose(bottom.cosines(tuned), after, atol=1e-5)
+
+    with torch.no_grad():
+        tuned.transformer.encoder.layer[0].output.dense.bias.add_(0.1)
+    with pytest.raises(ValueError, match="lower 1 layers differ"):
+        bottom.cosines(tuned)
+    with pytest.raises(ValueError, match="top_layers must be in 1..3"):
+        part2.SharedBottom(start, top_layers=4)

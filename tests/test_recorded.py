@@ -5,7 +5,7 @@ import json
 import pytest
 
 from embedlessons import recorded
-from embedlessons.recorded import EXPERIMENTS, check_result, load_result, result_path
+from embedlessons.recorded import EXPERIMENTS, SPEED_FLAGS, check_result, load_result, result_path
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -17,6 +17,7 @@ def test_every_recorded_experiment_runs_at_its_tiny_setting(name, tiny_recorded_
     assert run["settings"] == dict(EXPERIMENTS[name].tiny)
     assert run["command"].endswith(f"run {name} --tiny")
     assert run["versions"]["torch"] and run["machine"]["cpu_count"] >= 1 and len(run["date"]) == 10
+    assert run["machine"]["cpu"] and set(run["machine"]["cpu_flags"]) <= set(SPEED_FLAGS)   # the kernels' CPU
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

@@ -1,4 +1,6 @@
 """Cross-encoder training (embedlessons.reranking) and the recorded reranker of sections 1.2 and 3.2."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,59 @@ def test_recorded_scorer_reads_scores_and_names_a_missing_pair(tiny_recorded_res
         recorded_scorer("teacher", result)("not-a-query", ids)
     with pytest.raises(ValueError, match="'rerank' or 'teacher'"):
         recorded_scorer("other", result)
+
+
+def _library_twin(cross, folder):
+    """sentence-transformers' CrossEncoder holding the same weights as ``cross``.
+
+    The library's BERT reranker reads the [CLS] vector through BERT's pooler (a dense layer and tanh) before its
+    linear classifier; ours reads [CLS] directly. The twin's pooler is set to the identity, so the two compute
+    the same function, and its classifier is our head."""
+    from sentence_transformers import CrossEncoder as LibraryCrossEncoder
+    from transformers import BertForSequenceClassification
+
+    config = copy.deepcopy(cross.transformer.config)
+    config.num_labels = 1
+    twin = BertForSequenceClassification(config)
+    missing, unexpected = twin.bert.load_state_dict(cross.transformer.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
+    twin.classifier.load_state_dict(cross.head.state_dict())
+    twin.save_pretrained(folder)
+    cross.tokenizer.save_pretrained(folder)
+    library = LibraryCrossEncoder(str(folder), max_length=cross.max_length, device="cpu", local_files_only=True)
+    pooler = library.model.bert.pooler
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(pooler.dense.weight.shape[0]))
+        pooler.dense.bias.zero_()
+    pooler.activation = torch.nn.Identity()
+    return library
+
+
+def test_logits_loss_and_gradient_equal_sentence_transformers(tmp_path):
+    """Our cross-encoder against sentence-transformers' CrossEncoder with the same weights: the same logits for
+    pairs whose joint length exceeds max_length (both cut the longer text first), and for a labelled batch the
+    same BinaryCrossEntropyLoss value and the same gradient in the shared weights."""
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    cross = _cross(max_length=24).eval()
+    library = _library_twin(cross, tmp_path / "twin")
+    library.model.eval()
+    queries = ["a plane takes off", "rain " * 30, "a man plays the guitar"]
+    docs = ["an aircraft leaves the runway " * 5, "wet streets downtown", "stock prices fell"]
+    labels = torch.tensor([1.0, 0.0, 0.0])
+
+    expected = library.predict(list(zip(queries, docs)), activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+    np.testing.assert_allclose(score_pairs(cross, list(zip(queries, docs))), expected, atol=1e-5)
+
+    ours = F.binary_cross_entropy_with_logits(cross(queries, docs), labels)    # eval mode: dropout off in both
+    ours.backward()
+    theirs = BinaryCrossEntropyLoss(library)([queries, docs], labels)
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    shared = {"head.weight": library.model.classifier.weight,
+              "transformer.embeddings.word_embeddings.weight": library.model.bert.embeddings.word_embeddings.weight,
+              "transformer.encoder.layer.0.attention.self.query.weight":
+                  library.model.bert.encoder.layer[0].attention.self.query.weight}
+    params = dict(cross.named_parameters())
+    for name, twin_param in shared.items():
+        torch.testing.assert_close(params[name].grad, twin_param.grad, atol=1e-6, rtol=1e-4)

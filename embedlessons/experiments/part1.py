@@ -80,9 +80,8 @@ def cross_encoder_comparison(*, model: str = "all-MiniLM-L6-v2", negatives: int 
     from ..negatives import mine_bm25, mine_dense
     from ..reranking import labelled_pairs, train_cross_encoder
     from ..retrieval import dense_run, encode_retrieval, rerank
-    from .part3 import evaluation_subset, training_pool, training_rows
-
     from ..profile import ScaleProfile, get_profile
+    from .part3 import evaluation_subset, training_pool, training_rows
 
     cpu = get_profile("cpu")
     profile = ScaleProfile("cpu", "cpu", doc_max_length=doc_max_length, query_max_length=query_max_length,
@@ -113,7 +112,6 @@ def cross_encoder_comparison(*, model: str = "all-MiniLM-L6-v2", negatives: int 
     q_vec, d_vec = encode_retrieval(bi_encoder, test, profile, progress=False)
     first = {"BM25": bm25_run(test.doc_texts(), test.doc_ids, test.queries, top_k=100),
              "MiniLM": dense_run(q_vec, d_vec, test)}
-    # each run's shortlist exactly as rerank() cuts it (trec_eval order, ties included)
     # each run's shortlist as rerank() cuts it (trec_eval order), plus a margin: a notebook whose first stage
     # swaps two near-tied documents at the cut still finds every candidate scored
     keep = depth + SCORE_MARGIN

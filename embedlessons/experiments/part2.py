@@ -20,7 +20,9 @@ one) and what a temperature does to the softmax (:func:`softmax_entropy`, :func:
 
 Comparisons are repeated over seeds (:func:`train_seeds`: seed ``s`` sets the initial weights, the batch
 order and dropout), and summarised with :mod:`embedlessons.stats` (mean, spread, seed-paired differences);
-:func:`sts_cosines` gives the per-pair cosines for a paired bootstrap over STS-B pairs.
+:func:`sts_cosines` gives the per-pair cosines for a paired bootstrap over STS-B pairs (and
+:class:`SharedBottom` the same for many fine-tunes of one start whose lower layers stay frozen, at about half
+the cost).
 
 The notebooks that use this module call ``torch.set_num_threads(1)``: the model is tiny, and on a
 shared machine one thread avoids the slowdown of oversubscribed threads.
@@ -36,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["SWEEP_MODEL", "SWEEP_MAX_LENGTH", "SEEDS", "snli_pairs", "sweep_model", "stsb_evaluator", "SweepRun",
-           "train_small", "train_seeds", "spearmans", "sts_cosines", "pair_cosines", "pair_retrieval_accuracy", "auc",
-           "accumulated_in_batch_loss", "duplicate_rows", "sequential_batches", "random_batches", "softmax_entropy",
-           "hardest_negative_share"]
+           "train_small", "train_seeds", "spearmans", "sts_cosines", "SharedBottom", "pair_cosines",
+           "pair_retrieval_accuracy", "auc", "accumulated_in_batch_loss", "duplicate_rows", "sequential_batches",
+           "random_batches", "softmax_entropy", "hardest_negative_share"]
 
 #: Architecture of the sweep model (``small_bert`` arguments): ~2.1M parameters, 1.95M of them the embedding table.
 SWEEP_MODEL = dict(num_layers=2, hidden_size=64, num_heads=2, intermediate_size=256)
@@ -197,6 +199,107 @@ def sts_cosines(model, split: str = "test", max_length: int = 64) -> tuple[np.nd
     a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
     b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
     return (a * b).sum(1), np.asarray(pairs.scores, dtype=np.float64)
+
+
+class SharedBottom:
+    """STS-B pairs pushed once through the frozen bottom of a model, for the cosines of many of its fine-tunes.
+
+    A model fine-tuned with ``TrainTopLayers(top_layers)`` (:mod:`embedlessons.experiments.part3`) keeps the
+    token embeddings and lower layers of its start, so on fixed texts the input of its top layers is the
+    start's. That input is computed once here (the start's hidden states after its lower layers);
+    :meth:`cosines` then runs only a fine-tuned model's top layers, pooling and normalisation: with MiniLM
+    and ``top_layers=3``, half the encoding of a full :func:`sts_cosines`, with the same numbers to float
+    rounding (tests/test_experiments_part2.py checks both).
+
+    Args:
+        start: the :class:`~embedlessons.models.BiEncoder` before fine-tuning (BERT-style:
+            ``transformer.embeddings`` and ``transformer.encoder.layer``).
+        top_layers: the layers the fine-tunes train (1 to the number of layers).
+        split, max_length, batch_size: the STS-B split, token limit and texts per forward pass.
+    """
+
+    def __init__(self, start, top_layers: int, split: str = "test", max_length: int = 64, batch_size: int = 64):
+        from ..data import load_sts
+
+        layers = start.transformer.encoder.layer
+        if not 1 <= top_layers <= len(layers):
+            raise ValueError(f"top_layers must be in 1..{len(layers)} for this model, got {top_layers}")
+        self.top_layers, self.max_length = top_layers, max_length
+        self.n_bottom = len(layers) - top_layers
+        self._frozen = {k: v.detach().clone() for k, v in self._frozen_state(start).items()}
+        pairs = load_sts("stsb", split)
+        self.gold = np.asarray(pairs.scores, dtype=np.float64)
+        texts = list(pairs.sentences1) + list(pairs.sentences2)
+        unique = list(dict.fromkeys(texts))
+        self._row = {t: i for i, t in enumerate(unique)}
+        self._index = np.array([self._row[t] for t in texts])
+        order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))       # longest first: little padding
+        self._batches = []                                   # (row ids, tokenised batch, hidden after the bottom)
+        self._dim = start.dim
+        vectors = np.zeros((len(unique), self._dim), dtype=np.float32)
+        start.eval()
+        with torch.no_grad():
+            for b in range(0, len(order), batch_size):
+                rows = order[b:b + batch_size]
+                batch = start.tokenize([unique[i] for i in rows], max_length=max_length)
+                states = start.transformer(**batch, output_hidden_states=True).hidden_states
+                self._batches.append((rows, batch, states[self.n_bottom]))
+                vectors[rows] = self._pooled(start, states[-1], batch)
+        #: the start's own cosines [N] (its full forward pass gave them on the way)
+        self.start_cosines = self._pair_cosines(vectors)
+
+    def _frozen_state(self, model) -> dict[str, torch.Tensor]:
+        """The weights a TrainTopLayers fine-tune keeps: the embeddings and the lower ``n_bottom`` layers."""
+        bottom = ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(self.n_bottom))
+        return {k: v for k, v in model.transformer.state_dict().items() if k.startswith(bottom)}
+
+    def cosines(self, model) -> np.ndarray:
+        """Cosine of each STS-B pair under ``model`` (float array [N]), running only its top layers.
+
+        Raises ValueError when the model's embeddings or lower layers differ from the start's (it was not
+        trained with ``TrainTopLayers(top_layers)`` from that start)."""
+        state = self._frozen_state(model)
+        if state.keys() != self._frozen.keys() or not all(torch.equal(state[k], v) for k, v in self._frozen.items()):
+            raise ValueError(f"this model's embeddings or lower {self.n_bottom} layers differ from the start's: "
+                             f"SharedBottom needs fine-tunes trained with TrainTopLayers({self.top_layers})")
+        transformer = model.transformer
+        layers, embeddings = transformer.encoder.layer, transformer.embeddings
+        vectors = np.zeros((len(self._row), self._dim), dtype=np.float32)
+        was_training = model.training
+        model.eval()
+        try:
+            transformer.encoder.layer = torch.nn.ModuleList(list(layers)[self.n_bottom:])
+            with torch.no_grad():
+                for rows, batch, hidden in self._batches:
+                    transformer.embeddings = _Given(hidden)      # the stored input of the top layers
+                    vectors[rows] = self._pooled(model, transformer(**batch).last_hidden_state, batch)
+        finally:
+            transformer.encoder.layer, transformer.embeddings = layers, embeddings
+            model.train(was_training)
+        return self._pair_cosines(vectors)
+
+    @staticmethod
+    def _pooled(model, tokens: torch.Tensor, batch) -> np.ndarray:
+        from ..models import pool
+
+        out = pool(tokens, batch["attention_mask"], model.pooling)
+        return (F.normalize(out, dim=-1) if model.normalize else out).numpy()
+
+    def _pair_cosines(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        n = len(self.gold)
+        return (vectors[self._index[:n]] * vectors[self._index[n:]]).sum(1)
+
+
+class _Given(torch.nn.Module):
+    """Stands in for a transformer's embedding layer: returns the hidden states it was given."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, **_) -> torch.Tensor:
+        return self.hidden
 
 
 # ----------------------------------------------------------------------------------------------- measuring
