@@ -26,7 +26,6 @@ import importlib
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RecordedExperiment", "EXPERIMENTS", "RESULTS_DIR", "result_path", "load_result", "check_result",
-           "provenance", "run_experiment", "main", "cpu_description"]
+           "provenance", "run_experiment", "main", "cpu_flags", "SPEED_FLAGS"]
 
 #: Where recorded results live (package data: installed with the package, so Colab finds them too).
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -301,25 +300,32 @@ def _versions() -> dict[str, str]:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
-def cpu_description() -> dict[str, Any]:
-    """``{"cpu": model name, "cpu_flags": [the SPEED_FLAGS it has]}`` from /proc/cpuinfo (empty elsewhere)."""
-    info = Path("/proc/cpuinfo")
-    if not info.exists():
-        return {"cpu": platform.processor() or platform.machine(), "cpu_flags": []}
-    text = info.read_text()
-    name = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
-    flags = set(text.split())
-    return {"cpu": name.group(1).strip() if name else platform.machine(),
-            "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
+def cpu_flags(flags: Sequence[str] = SPEED_FLAGS, cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU's model name and whether it reports each of ``flags``.
+
+    Returns ``{"model": str, "flags": {flag: bool}}``; where ``cpuinfo`` cannot be read (not Linux), the model
+    is ``"unknown"`` and every flag False.
+    """
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), "unknown")
+    found = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    return {"model": model, "flags": {flag: flag in found for flag in flags}}
 
 
 def _machine() -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cpu = cpu_flags(SPEED_FLAGS)
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            **cpu_description(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": gpu}
+            "cpu": cpu["model"], "cpu_flags": [f for f, has in cpu["flags"].items() if has],
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
 
 
 def _git_commit() -> str:

@@ -47,7 +47,7 @@ from embedlessons.onnx_export import (
     quantize_int8,
 )
 from embedlessons.own_data import load_retrieval_folder
-from embedlessons.recorded import cpu_description, load_result
+from embedlessons.recorded import cpu_flags, load_result
 from embedlessons.stats import verdict
 
 work = Path(tempfile.mkdtemp(prefix="deploy_"))
@@ -281,12 +281,8 @@ glue("sts_pt", f"{sts_drop['onnx_int8_per_tensor']:+.4f}")
 """),
 code(r"""
 # the integer dot-product instructions of the CPU executing this page (they differ by machine)
-int8_flags = [
-    f
-    for f in cpu_description()["cpu_flags"]
-    if f in ("avx512_vnni", "avx_vnni", "amx_int8")
-]
-glue("cpu_flags", ", ".join(int8_flags) or "none")
+int8 = cpu_flags(("avx512_vnni", "avx_vnni", "amx_int8"))["flags"]
+glue("cpu_flags", ", ".join(f for f, has in int8.items() if has) or "none")
 """, tags=["nbval-ignore-output"]),
 code(r"""
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -224,7 +224,7 @@ class SharedBottom:
         layers = start.transformer.encoder.layer
         if not 1 <= top_layers <= len(layers):
             raise ValueError(f"top_layers must be in 1..{len(layers)} for this model, got {top_layers}")
-        self.top_layers, self.max_length = top_layers, max_length
+        self.top_layers = top_layers
         self.n_bottom = len(layers) - top_layers
         self._frozen = {k: v.detach().clone() for k, v in self._frozen_state(start).items()}
         pairs = load_sts("stsb", split)

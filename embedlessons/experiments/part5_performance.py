@@ -25,6 +25,7 @@ import torch
 
 from ..bucketing import PADDING_MODES, encode_batches, length_grouped_batches, padding_share, token_lengths
 from ..losses import in_batch_info_nce
+from ..recorded import cpu_flags as _cpu_flags
 
 __all__ = ["best_time", "encoding_padding_speed", "training_padding_speed", "precision_speed",
            "TRAINING_PADDING_MODES", "GRADCACHE_CONFIGS", "gradcache_step", "gradcache_memory"]
@@ -357,21 +358,9 @@ LOW_PRECISION_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
 
 
 def cpu_flags(flags: Sequence[str] = LOW_PRECISION_FLAGS, cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """The CPU's model name and whether it reports each of ``flags``.
-
-    Returns ``{"model": str, "flags": {flag: bool}}``; where ``cpuinfo`` cannot be read (not Linux), the model
-    is ``"unknown"`` and every flag False.
-    """
-    try:
-        with open(cpuinfo) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                  if line.startswith("model name")), "unknown")
-    found = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                      if line.startswith(("flags", "Features"))), []))
-    return {"model": model, "flags": {flag: flag in found for flag in flags}}
+    """:func:`embedlessons.recorded.cpu_flags`, asking by default for the low-precision flags:
+    ``{"model": str, "flags": {flag: bool}}``."""
+    return _cpu_flags(flags, cpuinfo)
 
 
 def gradient_gap(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
